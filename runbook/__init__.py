@@ -1,0 +1,3 @@
+"""SEPPmail.cloud CBC migration runbook: the helper package the notebooks call."""
+
+__version__ = "0.1.0"
