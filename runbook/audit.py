@@ -1,0 +1,933 @@
+"""The audit record of one run: a folder a reviewer can trust.
+
+One run of the runbook for one tenant leaves ``reports/<tenant>/<run-id>/``:
+
+    run.json            who, where, which versions, parameters, steps, outcome
+    events.jsonl        what happened, one JSON event a line, hash-chained
+    inventory/          connectors and rules before and after
+    backup/             every object removed, one JSON file each
+    notebooks/          the executed notebooks and their HTML renderings
+    report.html         the page a person reads first
+    manifest.json       SHA-256 of every file above except events.jsonl
+
+Several processes write to one record one after another (the chain runner and
+each notebook kernel), so every append to events.jsonl and every rewrite of
+run.json happens under an exclusive ``flock`` on events.jsonl.
+
+Integrity. Each event line is ``{"seq", "at", "kind", "data", "prev", "hash"}``:
+``prev`` is the SHA-256 of the previous line's bytes (64 zeros for the first),
+``hash`` the SHA-256 of the line's own bytes up to the hash field, i.e. of the
+event serialised without it. An edit anywhere in the file breaks the line it
+touches; removing, inserting or moving lines breaks ``seq`` and ``prev``.
+`RunRecord.finish` writes manifest.json over every other file and then the
+last event, ``run-finished``, which carries the manifest's own SHA-256, so the
+chain seals the files too. What no in-band check can catch is someone who
+rewrites the whole chain consistently; the ``hash`` of the run-finished event
+(the *seal*, printed by ``runbook audit verify``) closes that gap once it is
+kept somewhere else, e.g. in the support ticket.
+
+Secrets never land in the record: `redact` runs over parameters, event data,
+run.json fields and JSON files, and over the executed notebooks at finish.
+
+Errors, one tree:
+
+    AuditError                  base of everything raised here
+    ├── NotARunFolder           also FileNotFoundError: no run.json/events.jsonl
+    ├── UnsafePath              also ValueError: a path leaving the folder, or a
+    │                           file the record manages itself
+    ├── InvalidName             also ValueError: tenant or run id that is not
+    │                           one safe path segment
+    ├── RecordSealed            the run is finished; the folder takes no writes
+    ├── RecordDamaged           events.jsonl cannot be read or extended
+    └── RecordLocked            another process held the lock too long
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import fcntl
+import getpass
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import re
+import secrets as _random
+import socket
+import tempfile
+import time
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Iterator
+
+import runbook
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+EVENTS_FILE = "events.jsonl"
+MANIFEST_FILE = "manifest.json"
+REPORT_FILE = "report.html"
+_MANAGED = frozenset({RUN_FILE, EVENTS_FILE, MANIFEST_FILE})
+_UNSEALED = frozenset({EVENTS_FILE, MANIFEST_FILE})
+
+BACKENDS = ("sandbox", "pwsh")
+STEP_STATUSES = ("succeeded", "failed", "planned", "skipped")
+RUN_STATUSES = ("succeeded", "failed", "planned", "cancelled")
+_IDENTITY_FIELDS = frozenset({"tenant", "run_id", "backend", "started_at"})
+
+REDACTED = "[redacted]"
+SECRET_ENV_VARS = ("RUNBOOK_CERT_PASSWORD", "RUNBOOK_ACCESS_TOKEN")
+_SECRET_KEY = re.compile(
+    r"password|secret|token|key(?!word)|certificate_password|credential", re.I
+)
+
+_TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_KIND = re.compile(r"[a-z][a-z0-9-]{0,47}")
+_HASH_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})"\}\Z')
+_EVENT_KEYS = ("seq", "at", "kind", "data", "prev", "hash")
+ZERO_HASH = "0" * 64
+
+LOCK_TIMEOUT_S = 30.0
+
+
+# -- errors -----------------------------------------------------------------
+
+
+class AuditError(Exception):
+    """Base of the audit record's errors."""
+
+
+class NotARunFolder(AuditError, FileNotFoundError):
+    """The path holds no run record."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(errno.ENOENT, f"not a run folder ({reason})", str(path))
+
+    def __str__(self) -> str:
+        return f"not a run folder: {self.path} ({self.reason})"
+
+
+class UnsafePath(AuditError, ValueError):
+    """A relative path that would leave the run folder or overwrite its own files."""
+
+    def __init__(self, relpath: object, reason: str):
+        self.relpath = relpath
+        self.reason = reason
+        super().__init__(f"refused path {relpath!r}: {reason}")
+
+
+class InvalidName(AuditError, ValueError):
+    """A tenant or run id that cannot be one safe folder name."""
+
+    def __init__(self, what: str, value: object, allowed: str):
+        self.what = what
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{what} {value!r} is not allowed: {allowed}")
+
+
+class RecordSealed(AuditError):
+    """The run is finished; its files are sealed by manifest.json."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        super().__init__(f"run record {path} is finished and sealed; nothing more "
+                         "can be written to it")
+
+
+class RecordDamaged(AuditError):
+    """events.jsonl holds a line that is not an event; the chain cannot go on."""
+
+    def __init__(self, path: Path, line: int, reason: str):
+        self.path = Path(path)
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{path} line {line}: {reason}")
+
+
+class RecordLocked(AuditError):
+    """Another process kept events.jsonl locked longer than the timeout."""
+
+    def __init__(self, path: Path, timeout_s: float):
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        super().__init__(f"{path} stayed locked by another process for more than "
+                         f"{timeout_s:g} s")
+
+
+# -- redaction --------------------------------------------------------------
+
+
+def redact(obj: Any) -> Any:
+    """Return a copy of `obj` with secrets replaced by ``"[redacted]"``.
+
+    Values under keys that name a secret (password, secret, token, key but not
+    keyword, credential; any case, any depth) are dropped, and the values of
+    the environment variables in `SECRET_ENV_VARS` are masked wherever they
+    occur inside a string. A secret only a few characters long masks those
+    characters everywhere; that distortion is the price of never leaking it.
+    Dataclasses become dicts, tuples and sets lists, non-finite floats text.
+    """
+    values = sorted({os.environ.get(n, "") for n in SECRET_ENV_VARS} - {""},
+                    key=len, reverse=True)
+    return _redact(obj, values)
+
+
+def _redact(obj: Any, values: list[str]) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, Mapping):
+        return {_mask(k, values) if isinstance(k, str) else k:
+                REDACTED if isinstance(k, str) and _SECRET_KEY.search(k)
+                else _redact(v, values) for k, v in obj.items()}
+    if isinstance(obj, (set, frozenset)):
+        return [_redact(v, values) for v in sorted(obj, key=repr)]
+    if isinstance(obj, (list, tuple)):
+        return [_redact(v, values) for v in obj]
+    if isinstance(obj, str):
+        return _mask(obj, values)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def _mask(text: str, values: list[str]) -> str:
+    for value in values:
+        text = text.replace(value, REDACTED)
+    return text
+
+
+# -- small helpers ----------------------------------------------------------
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    """UTC ISO 8601 with milliseconds and a Z: ``2026-12-04T10:15:30.123Z``."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        return moment.isoformat(timespec="milliseconds") + "Z"
+    return moment.isoformat(timespec="milliseconds")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def safe_filename(name: str, *, limit: int = 80) -> str:
+    """A file name for an object name such as ``[SEPPmail] Out/bound``.
+
+    Anything but letters, digits, dot, dash and underscore becomes a dash, and
+    a short hash of the full name keeps ``a/b`` and ``a\\b`` apart, which
+    matters: slash-named legacy connectors are exactly the ones backed up
+    (seppmail365cloud.md section 5.1).
+    """
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:limit] or "object"
+    return f"{slug}-{sha256_hex(name.encode('utf-8'))[:8]}"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return iso(obj)
+    if isinstance(obj, date):
+        return obj.isoformat()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / pandas scalars
+        return obj.item()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable: {obj!r}")
+
+
+def _dumps_compact(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False, default=_json_default).encode("utf-8")
+
+
+def _dumps_file(obj: Any) -> bytes:
+    text = json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False,
+                      default=_json_default)
+    return (text + "\n").encode("utf-8")
+
+
+def _make_private_dirs(path: Path) -> None:
+    """Create `path` and missing parents as 0700; existing ones are left alone."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(folder, 0o700)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write atomically (temp file + rename) with mode 0600, durable on return."""
+    _make_private_dirs(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)  # mkstemp's 0600 is still subject to the umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (containers)
+        return f"uid {os.getuid()}"
+
+
+def _check_name(what: str, value: object, pattern: re.Pattern, allowed: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidName(what, value, allowed)
+    return value
+
+
+# -- the event line ---------------------------------------------------------
+
+
+def _event_line(seq: int, kind: str, data: dict, prev: str) -> bytes:
+    """One line without its newline; ``hash`` covers everything before it."""
+    body = _dumps_compact({"seq": seq, "at": iso(utc_now()), "kind": kind,
+                           "data": data, "prev": prev})
+    digest = sha256_hex(body).encode("ascii")
+    return body[:-1] + b',"hash":"' + digest + b'"}'
+
+
+def _line_problem(raw: bytes) -> str | None:
+    """Why `raw` is not a well-formed, self-consistent event line, or None."""
+    tail = _HASH_TAIL.search(raw)
+    if tail is None:
+        return "no hash field at the end of the line"
+    if sha256_hex(raw[:tail.start()] + b"}") != tail.group(1).decode("ascii"):
+        return "content does not match its hash (the line was changed)"
+    try:
+        event = json.loads(raw)
+    except ValueError as exc:
+        return f"not valid JSON ({exc})"
+    if not isinstance(event, dict) or tuple(event) != _EVENT_KEYS:
+        return f"fields are not {', '.join(_EVENT_KEYS)}"
+    return None
+
+
+def _read_tail(fd: int) -> tuple[bytes | None, bytes | None]:
+    """The last complete line and the torn bytes after it (either may be None)."""
+    size = os.fstat(fd).st_size
+    buf, pos = b"", size
+    while pos > 0:
+        step = min(65536, pos)
+        pos -= step
+        buf = os.pread(fd, step, pos) + buf
+        last_nl = buf.rfind(b"\n")
+        if last_nl != -1 and (buf.rfind(b"\n", 0, last_nl) != -1 or pos == 0):
+            break
+    last_nl = buf.rfind(b"\n")
+    if last_nl == -1:
+        return None, buf or None
+    start = buf.rfind(b"\n", 0, last_nl)
+    return buf[start + 1:last_nl], buf[last_nl + 1:] or None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# -- the record -------------------------------------------------------------
+
+
+class RunRecord:
+    """The audit folder of one run; see the module docstring for its layout."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunRecord({str(self.path)!r})"
+
+    @classmethod
+    def create(cls, reports_dir: Path, tenant: str, *, parameters: dict,
+               operator: str | None = None, run_id: str | None = None,
+               backend: str = "sandbox", sandbox_state: str | None = None,
+               ) -> "RunRecord":
+        """Make ``reports_dir/<tenant>/<run-id>/`` and write its first event."""
+        _check_name("tenant", tenant, _TENANT,
+                    "lower-case letters, digits and dashes, 1-63, not starting "
+                    "with a dash")
+        if run_id is not None:
+            _check_name("run id", run_id, _RUN_ID,
+                        "letters, digits, dash and underscore, 1-64")
+        if backend not in BACKENDS:
+            raise InvalidName("backend", backend, " or ".join(BACKENDS))
+
+        started = utc_now()
+        folder = cls._new_folder(Path(reports_dir) / tenant, run_id, started)
+        run: dict[str, Any] = {
+            "tenant": tenant,
+            "run_id": folder.name,
+            "backend": backend,
+            "status": "running",
+            "operator": operator or _operator(),
+            "host": socket.gethostname(),
+            "started_at": iso(started),
+            "ended_at": None,
+            "versions": {"runbook": runbook.__version__,
+                         "python": platform.python_version(),
+                         "platform": platform.platform()},
+            "parameters": redact(parameters),
+            "steps": [],
+        }
+        if backend == "sandbox":
+            run["sandbox_state"] = sandbox_state
+
+        record = cls(folder)
+        _write_private(folder / EVENTS_FILE, b"")
+        _write_private(folder / RUN_FILE, _dumps_file(redact(run)))
+        record.event("run-started", tenant=tenant, run_id=folder.name,
+                     operator=run["operator"], host=run["host"], backend=backend)
+        log.info("run record %s created", folder)
+        return record
+
+    @staticmethod
+    def _new_folder(tenant_dir: Path, run_id: str | None, started: datetime) -> Path:
+        _make_private_dirs(tenant_dir)
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        for _ in range(8):  # only a generated id can collide; retry a few times
+            folder = tenant_dir / (run_id or f"{stamp}-{_random.token_hex(2)}")
+            try:
+                folder.mkdir(mode=0o700)
+            except FileExistsError:
+                if run_id is not None:
+                    raise
+                continue
+            os.chmod(folder, 0o700)
+            return folder
+        raise FileExistsError(f"no free run id under {tenant_dir} for {stamp}")
+
+    @classmethod
+    def open(cls, path: Path) -> "RunRecord":
+        """Open an existing record; `NotARunFolder` names the path otherwise."""
+        folder = Path(path)
+        for name in (RUN_FILE, EVENTS_FILE):
+            if not (folder / name).is_file():
+                raise NotARunFolder(folder, f"no {name}")
+        return cls(folder)
+
+    # -- events -------------------------------------------------------------
+
+    def event(self, kind: str, **data: Any) -> dict:
+        """Append one event (data redacted) under the lock and return it."""
+        _check_name("event kind", kind, _KIND, "lower-case words joined by dashes")
+        with self._locked() as fd:
+            return self._append(fd, kind, data)
+
+    def events(self) -> list[dict]:
+        """Every complete event; a torn last line (an interrupted write) is left out."""
+        raw = (self.path / EVENTS_FILE).read_bytes()
+        lines = raw.split(b"\n")[:-1]
+        events = []
+        for number, line in enumerate(lines, 1):
+            try:
+                events.append(json.loads(line))
+            except ValueError as exc:
+                raise RecordDamaged(self.path / EVENTS_FILE, number,
+                                    f"not valid JSON ({exc})") from exc
+        return events
+
+    @contextmanager
+    def _locked(self) -> Iterator[int]:
+        path = self.path / EVENTS_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError as exc:
+            raise NotARunFolder(self.path, f"no {EVENTS_FILE}") from exc
+        try:
+            self._acquire(fd, path)
+            yield fd
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    @staticmethod
+    def _acquire(fd: int, path: Path) -> None:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        pause = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RecordLocked(path, LOCK_TIMEOUT_S) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
+    def _append(self, fd: int, kind: str, data: dict) -> dict:
+        seq, prev = self._next(fd)
+        line = _event_line(seq, kind, redact(data), prev)
+        _write_all(fd, line + b"\n")
+        os.fsync(fd)
+        log.debug("event %d %s", seq, kind)
+        return json.loads(line)
+
+    def _next(self, fd: int) -> tuple[int, str]:
+        """Seq and prev hash for the next line, after dropping a torn tail."""
+        if (self.path / MANIFEST_FILE).exists():
+            raise RecordSealed(self.path)
+        last, torn = _read_tail(fd)
+        seq, prev = 1, ZERO_HASH
+        if last is not None:
+            seq, prev = self._seq_after(last) + 1, sha256_hex(last)
+        if torn is None:
+            return seq, prev
+
+        # A writer was killed mid-line. The fragment was never chained, so it
+        # is cut off and described by an event in its place.
+        size = os.fstat(fd).st_size
+        os.ftruncate(fd, size - len(torn))
+        log.warning("%s: dropped a torn last line of %d bytes", self.path, len(torn))
+        line = _event_line(seq, "torn-line-dropped", redact(
+            {"line": seq, "bytes": len(torn), "sha256": sha256_hex(torn),
+             "text": torn.decode("utf-8", "replace")}), prev)
+        _write_all(fd, line + b"\n")
+        return seq + 1, sha256_hex(line)
+
+    def _seq_after(self, last: bytes) -> int:
+        problem = _line_problem(last)
+        if problem is None:
+            seq = json.loads(last)["seq"]
+            if isinstance(seq, int):
+                return seq
+            problem = f"seq {seq!r} is not a number"
+        count = (self.path / EVENTS_FILE).read_bytes().count(b"\n")
+        raise RecordDamaged(self.path / EVENTS_FILE, count, problem)
+
+    # -- files --------------------------------------------------------------
+
+    def write_json(self, relpath: str, obj: Any) -> Path:
+        """Write `obj` (redacted, datetimes as ISO) to a file inside the folder."""
+        return self._write(relpath, _dumps_file(redact(obj)))
+
+    def write_text(self, relpath: str, text: str) -> Path:
+        """Write `text` (secret values masked) to a file inside the folder."""
+        return self._write(relpath, redact(text).encode("utf-8"))
+
+    def read_json(self, relpath: str) -> Any:
+        return json.loads(self.path_of(relpath).read_text("utf-8"))
+
+    def path_of(self, relpath: str) -> Path:
+        """The path of `relpath` inside the folder; `UnsafePath` if it would leave it."""
+        return self._inside(relpath, writing=False)
+
+    def _write(self, relpath: str, data: bytes) -> Path:
+        target = self._inside(relpath, writing=True)
+        if (self.path / MANIFEST_FILE).exists():
+            raise RecordSealed(self.path)
+        _write_private(target, data)
+        return target
+
+    def _inside(self, relpath: str, *, writing: bool) -> Path:
+        """`relpath` as a path in the folder; refuses anything that could leave it."""
+        if not isinstance(relpath, str) or not relpath:
+            raise UnsafePath(relpath, "not a non-empty relative path")
+        if "\\" in relpath or "\0" in relpath:
+            raise UnsafePath(relpath, "backslash or NUL in the path; use "
+                             "runbook.audit.safe_filename for object names")
+        if PurePosixPath(relpath).is_absolute() or PureWindowsPath(relpath).drive:
+            raise UnsafePath(relpath, "absolute path")
+        parts = relpath.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise UnsafePath(relpath, "empty, '.' or '..' segment")
+        if writing and relpath in _MANAGED:
+            raise UnsafePath(relpath, "managed by the record itself")
+        target = self.path.joinpath(*parts)
+        if not target.resolve().is_relative_to(self.path.resolve()):
+            raise UnsafePath(relpath, "leaves the run folder through a symbolic link")
+        return target
+
+    # -- run.json -----------------------------------------------------------
+
+    def run(self) -> dict:
+        return json.loads((self.path / RUN_FILE).read_text("utf-8"))
+
+    def update_run(self, **fields: Any) -> dict:
+        """Merge `fields` into run.json (atomically, under the lock)."""
+        fixed = _IDENTITY_FIELDS.intersection(fields)
+        if fixed:
+            raise ValueError(f"run.json fields {sorted(fixed)} are fixed at creation")
+        with self._locked():
+            return self._update_run_locked(fields)
+
+    def _update_run_locked(self, fields: dict) -> dict:
+        if (self.path / MANIFEST_FILE).exists():
+            raise RecordSealed(self.path)
+        run = self.run()
+        run.update(redact(fields))
+        _write_private(self.path / RUN_FILE, _dumps_file(run))
+        return run
+
+    def step_started(self, name: str, notebook: str) -> None:
+        """Add a running step to run.json and a ``step-started`` event.
+
+        `notebook` is the executed notebook's path inside the folder, e.g.
+        ``notebooks/01-prerequisites.ipynb``. A step of the same name that is
+        still running must be finished first (a resumed chain marks the
+        interrupted attempt failed, then starts a new one).
+        """
+        with self._locked() as fd:
+            run = self.run()
+            if any(s["name"] == name and s["status"] == "running"
+                   for s in run["steps"]):
+                raise ValueError(f"step {name!r} is already running in {self.path}")
+            entry = {"name": name, "notebook": notebook, "status": "running",
+                     "started_at": iso(utc_now())}
+            self._update_run_locked({"steps": [*run["steps"], entry]})
+            self._append(fd, "step-started", {"step": name, "notebook": notebook})
+
+    def step_finished(self, name: str, status: str, *,
+                      error: dict | None = None) -> None:
+        """Close the running step `name`: status, end, duration and error."""
+        if status not in STEP_STATUSES:
+            raise ValueError(f"step status {status!r} is not one of "
+                             f"{', '.join(STEP_STATUSES)}")
+        if error is not None and not isinstance(error, Mapping):
+            raise TypeError(f"error must be a dict like {{'cell', 'ename', "
+                            f"'evalue'}}, not {type(error).__name__}")
+        with self._locked() as fd:
+            steps = self.run()["steps"]
+            running = [s for s in steps if s["name"] == name and s["status"] == "running"]
+            if not running:
+                raise ValueError(f"step {name!r} is not running in {self.path}")
+            entry = running[-1]
+            ended = utc_now()
+            started = datetime.fromisoformat(entry["started_at"])
+            duration = round((ended - started).total_seconds(), 3)
+            entry.update(status=status, ended_at=iso(ended), duration_s=duration,
+                         error=dict(error) if error else None)
+            self._update_run_locked({"steps": steps})
+            self._append(fd, "step-finished", {"step": name, "status": status,
+                                               "duration_s": duration,
+                                               "error": entry["error"]})
+
+    # -- the end ------------------------------------------------------------
+
+    def finish(self, status: str) -> Path:
+        """Record the outcome, render the pages, seal the files; returns the folder.
+
+        Rendering happens before sealing because the pages are sealed too. A
+        page that fails to render is recorded as an event and the record is
+        sealed anyway: evidence left unsealed is worth less than a missing
+        summary page. The report's own failure is raised after sealing.
+        """
+        from runbook import report  # report reads records; import late, no cycle
+
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status {status!r} is not one of "
+                             f"{', '.join(RUN_STATUSES)}")
+        with self._locked():
+            self._update_run_locked({"status": status, "ended_at": iso(utc_now())})
+
+        self._scrub_notebooks()
+        self._render_notebooks(report)
+        report_error = self._render_report(report)
+        self._tighten_permissions()
+
+        with self._locked() as fd:
+            seq, prev = self._next(fd)
+            manifest = _dumps_file(build_manifest(self.path))
+            _write_private(self.path / MANIFEST_FILE, manifest)
+            line = _event_line(seq, "run-finished", {
+                "status": status, "manifest_sha256": sha256_hex(manifest),
+                "events": seq}, prev)
+            _write_all(fd, line + b"\n")
+            os.fsync(fd)
+        log.info("run record %s finished: %s, seal %s", self.path, status,
+                 json.loads(line)["hash"])
+        if report_error is not None:
+            raise report_error
+        return self.path
+
+    def _scrub_notebooks(self) -> None:
+        """Redact the executed notebooks, which papermill wrote without us."""
+        for path in sorted(self.path.rglob("*.ipynb")):
+            original = json.loads(path.read_text("utf-8"))
+            cleaned = redact(original)
+            if cleaned != original:
+                log.warning("%s: secrets removed from the executed notebook", path)
+                text = json.dumps(cleaned, ensure_ascii=False, indent=1) + "\n"
+                _write_private(path, text.encode("utf-8"))
+                self.event("secrets-scrubbed", file=self._rel(path))
+
+    def _render_notebooks(self, report: Any) -> None:
+        for path in sorted(self.path.glob("notebooks/*.ipynb")):
+            try:
+                report.render_notebook(self.path, self._rel(path))
+            except Exception as exc:  # one broken notebook must not block sealing
+                log.warning("%s: not rendered to HTML: %s", path, exc)
+                self.event("notebook-render-failed", file=self._rel(path),
+                           error=f"{type(exc).__name__}: {exc}")
+
+    def _render_report(self, report: Any) -> Exception | None:
+        try:
+            report.render_report(self.path)
+        except Exception as exc:
+            log.error("%s: report.html not rendered: %s", self.path, exc)
+            self.event("report-render-failed", error=f"{type(exc).__name__}: {exc}")
+            return exc
+        return None
+
+    def _tighten_permissions(self) -> None:
+        """Papermill and nbconvert write with the umask; the record wants 0600/0700."""
+        for root, dirs, files in os.walk(self.path):
+            for name in dirs:
+                path = Path(root, name)
+                if not path.is_symlink():  # build_manifest refuses links anyway
+                    os.chmod(path, 0o700)
+            for name in files:
+                path = Path(root, name)
+                if not path.is_symlink():
+                    os.chmod(path, 0o600)
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.path).as_posix()
+
+
+def build_manifest(folder: Path) -> dict:
+    """SHA-256 and size of every sealed file, by POSIX path inside the folder."""
+    files = {}
+    for rel, path in _sealed_files(folder):
+        if path.is_symlink():
+            raise UnsafePath(rel, "a symbolic link in the run folder cannot be sealed")
+        data = path.read_bytes()
+        files[rel] = {"sha256": sha256_hex(data), "bytes": len(data)}
+    return {"schema": 1, "algorithm": "sha256", "created_at": iso(utc_now()),
+            "files": files}
+
+
+def _sealed_files(folder: Path) -> list[tuple[str, Path]]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root, name)
+            rel = path.relative_to(folder).as_posix()
+            if rel not in _UNSEALED:
+                found.append((rel, path))
+    return found
+
+
+# -- verification -----------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    """What `verify` found: ok unless a problem was found; notes never fail it."""
+
+    ok: bool
+    problems: list[str]
+    events: int
+    files: int = 0
+    notes: list[str] = field(default_factory=list)
+    finished: bool = False
+    seal: str | None = None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"intact: {self.events} events, {self.files} files"
+        return self.problems[0]
+
+
+def verify(path: Path) -> Verification:
+    """Check a run folder: the event chain, run.json, and the sealed files.
+
+    An unfinished run (no manifest.json) is checked up to its last complete
+    event and passes with a note; a torn last line is a note there too. Once
+    the run is finished, the manifest, the files and the run-finished event
+    must all agree, and a torn line is a problem.
+    """
+    folder = Path(path)
+    result = Verification(ok=False, problems=[], events=0)
+    for name in (RUN_FILE, EVENTS_FILE):
+        if not (folder / name).is_file():
+            result.problems.append(f"not a run folder: {folder} (no {name})")
+            return result
+
+    sealed = (folder / MANIFEST_FILE).exists()
+    lines = (folder / EVENTS_FILE).read_bytes().split(b"\n")
+    torn = lines.pop()
+    events = _check_chain(lines, result)
+    _check_torn(torn, len(lines) + 1, sealed, result)
+    _check_run_file(folder, events, result)
+    if sealed:
+        _check_manifest(folder, events, result)
+    else:
+        _check_unfinished(events, result)
+
+    result.ok = not result.problems
+    return result
+
+
+def _check_chain(lines: list[bytes], result: Verification) -> list[dict]:
+    """Events up to the first broken line; that line becomes the problem."""
+    events: list[dict] = []
+    for number, raw in enumerate(lines, 1):
+        problem = _line_problem(raw)
+        event = json.loads(raw) if problem is None else None
+        if event is not None:
+            problem = _link_problem(event, number, lines)
+        if problem is not None:
+            result.problems.append(f"{EVENTS_FILE} line {number}: {problem}")
+            break
+        events.append(event)
+    result.events = len(events)
+    if events:
+        result.seal = events[-1]["hash"]
+    return events
+
+
+def _link_problem(event: dict, number: int, lines: list[bytes]) -> str | None:
+    if event["seq"] != number:
+        return (f"seq {event['seq']!r} where {number} belongs (an event was "
+                "removed, inserted or moved)")
+    expected = sha256_hex(lines[number - 2]) if number > 1 else ZERO_HASH
+    if event["prev"] != expected:
+        return (f"prev does not match the SHA-256 of line {number - 1} (that line "
+                "was changed, or this one moved)" if number > 1
+                else "prev of the first event is not 64 zeros")
+    if number == 1 and event["kind"] != "run-started":
+        return f"the first event is {event['kind']!r}, not 'run-started'"
+    if number > 1 and json.loads(lines[number - 2])["kind"] == "run-finished":
+        return "an event after run-finished"
+    return None
+
+
+def _check_torn(torn: bytes, number: int, sealed: bool, result: Verification) -> None:
+    if not torn:
+        return
+    if sealed:
+        result.problems.append(f"{EVENTS_FILE} line {number}: an incomplete line "
+                               f"({len(torn)} bytes) in a finished record")
+    else:
+        result.notes.append(f"{EVENTS_FILE} line {number}: torn last line "
+                            f"({len(torn)} bytes) ignored; a write was interrupted")
+
+
+def _check_run_file(folder: Path, events: list[dict], result: Verification) -> None:
+    try:
+        run = json.loads((folder / RUN_FILE).read_text("utf-8"))
+    except ValueError as exc:
+        result.problems.append(f"{RUN_FILE}: not valid JSON ({exc})")
+        return
+    if not events or not isinstance(run, dict):
+        return
+    started = events[0]["data"]
+    for key in ("tenant", "run_id"):
+        if run.get(key) != started.get(key):
+            result.problems.append(f"{RUN_FILE}: {key} {run.get(key)!r} differs from "
+                                   f"{EVENTS_FILE} line 1 ({started.get(key)!r})")
+
+
+def _check_unfinished(events: list[dict], result: Verification) -> None:
+    finished = [e["seq"] for e in events if e["kind"] == "run-finished"]
+    if finished:
+        result.problems.append(f"{MANIFEST_FILE}: missing, but {EVENTS_FILE} line "
+                               f"{finished[0]} records the run as finished")
+        return
+    result.notes.append(f"not finished: no {MANIFEST_FILE} yet; events verified up "
+                        f"to line {len(events)}, files are not sealed")
+
+
+def _check_manifest(folder: Path, events: list[dict], result: Verification) -> None:
+    raw = (folder / MANIFEST_FILE).read_bytes()
+    try:
+        listed = json.loads(raw)["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        result.problems.append(f"{MANIFEST_FILE}: not a manifest ({exc})")
+        return
+    result.finished = True
+    _check_seal(raw, events, result)
+    _check_listed_files(folder, listed, result)
+
+
+def _check_seal(raw: bytes, events: list[dict], result: Verification) -> None:
+    last = events[-1] if events else None
+    if last is None or last["kind"] != "run-finished":
+        kind = last["kind"] if last else "none"
+        result.problems.append(f"{EVENTS_FILE}: the last intact event is {kind!r}, "
+                               f"not 'run-finished', yet {MANIFEST_FILE} exists")
+        return
+    data = last["data"]
+    if data.get("manifest_sha256") != sha256_hex(raw):
+        result.problems.append(f"{MANIFEST_FILE}: SHA-256 differs from the one in "
+                               f"run-finished ({EVENTS_FILE} line {last['seq']})")
+    if data.get("events") != last["seq"]:
+        result.problems.append(f"{EVENTS_FILE} line {last['seq']}: run-finished "
+                               f"counts {data.get('events')!r} events")
+
+
+def _check_listed_files(folder: Path, listed: dict, result: Verification) -> None:
+    on_disk = dict(_sealed_files(folder))
+    for rel in sorted(set(listed) | set(on_disk)):
+        path = on_disk.get(rel)
+        if rel not in listed:
+            result.problems.append(f"{rel}: not in {MANIFEST_FILE} (added after the "
+                                   "run finished)")
+        elif path is None:
+            result.problems.append(f"{rel}: missing (listed in {MANIFEST_FILE})")
+        elif path.is_symlink():
+            result.problems.append(f"{rel}: a symbolic link, not a sealed file")
+        elif sha256_hex(path.read_bytes()) != listed[rel].get("sha256"):
+            result.problems.append(f"{rel}: SHA-256 differs from {MANIFEST_FILE} "
+                                   "(changed after the run finished)")
+    result.files = len(listed)
+
+
+def main_verify(argv: list[str] | None = None) -> int:
+    """``runbook audit verify RUN_DIR``: 0 when intact, 1 when not."""
+    parser = argparse.ArgumentParser(
+        prog="runbook audit verify",
+        description="Check that a run folder is unchanged since it was written.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    args = parser.parse_args(argv)
+
+    result = verify(args.run_dir)
+    if not result.ok:
+        for problem in result.problems:
+            print(problem)
+        return 1
+    print(result)
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.finished and result.seal:
+        print(f"seal: {result.seal}")
+    return 0

@@ -1,0 +1,1 @@
+"""Writes nothing at all and exits 0."""
