@@ -18,7 +18,10 @@ Integrity. Each event line is ``{"seq", "at", "kind", "data", "prev", "hash"}``:
 ``prev`` is the SHA-256 of the previous line's bytes (64 zeros for the first),
 ``hash`` the SHA-256 of the line's own bytes up to the hash field, i.e. of the
 event serialised without it. An edit anywhere in the file breaks the line it
-touches; removing, inserting or moving lines breaks ``seq`` and ``prev``.
+touches; removing, inserting or moving lines breaks ``seq`` and ``prev``. A
+writer killed mid-line leaves a torn last line: `verify` notes it, and the
+next append cuts it off and records a ``torn-line-dropped`` event with the
+fragment's bytes, so the chain stays whole and nothing is lost unsaid.
 `RunRecord.finish` writes manifest.json over every other file and then the
 last event, ``run-finished``, which carries the manifest's own SHA-256, so the
 chain seals the files too. What no in-band check can catch is someone who
@@ -88,6 +91,9 @@ SECRET_ENV_VARS = ("RUNBOOK_CERT_PASSWORD", "RUNBOOK_ACCESS_TOKEN")
 _SECRET_KEY = re.compile(
     r"password|secret|token|key(?!word)|certificate_password|credential", re.I
 )
+# Get-ConnectionInformation's token metadata (exchange-objects §7) says when a
+# login expires; it holds no secret and the reviewer wants it.
+_NOT_SECRET_KEYS = frozenset({"tokenexpirytimeutc", "tokenstatus"})
 
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -190,6 +196,7 @@ def _redact(obj: Any, values: list[str]) -> Any:
     if isinstance(obj, Mapping):
         return {_mask(k, values) if isinstance(k, str) else k:
                 REDACTED if isinstance(k, str) and _SECRET_KEY.search(k)
+                and k.lower() not in _NOT_SECRET_KEYS
                 else _redact(v, values) for k, v in obj.items()}
     if isinstance(obj, (set, frozenset)):
         return [_redact(v, values) for v in sorted(obj, key=repr)]
@@ -546,7 +553,7 @@ class RunRecord:
         return json.loads(self.path_of(relpath).read_text("utf-8"))
 
     def path_of(self, relpath: str) -> Path:
-        """The path of `relpath` inside the folder; `UnsafePath` if it would leave it."""
+        """The path of `relpath` in the folder; `UnsafePath` if it would leave it."""
         return self._inside(relpath, writing=False)
 
     def _write(self, relpath: str, data: bytes) -> Path:
@@ -625,7 +632,8 @@ class RunRecord:
                             f"'evalue'}}, not {type(error).__name__}")
         with self._locked() as fd:
             steps = self.run()["steps"]
-            running = [s for s in steps if s["name"] == name and s["status"] == "running"]
+            running = [s for s in steps
+                       if s["name"] == name and s["status"] == "running"]
             if not running:
                 raise ValueError(f"step {name!r} is not running in {self.path}")
             entry = running[-1]
@@ -677,15 +685,51 @@ class RunRecord:
             raise report_error
         return self.path
 
+    def reopen(self, reason: str) -> str:
+        """Unseal a finished run so that a resumed chain can go on; returns the archive.
+
+        The finished attempt stays verifiable: its manifest, report.html and
+        notebooks/ move to ``attempts/<n>/`` (the notebooks would otherwise be
+        overwritten by the rerun), and a ``run-reopened`` event records the
+        manifest's SHA-256, which must equal the one in the run-finished just
+        before it. The next `finish` seals the archive with everything else.
+        """
+        with self._locked() as fd:
+            manifest = self.path / MANIFEST_FILE
+            if not manifest.exists():
+                raise ValueError(f"run record {self.path} is not finished; there is "
+                                 "nothing to reopen")
+            digest = sha256_hex(manifest.read_bytes())
+            archive = f"attempts/{len(list(self.path.glob('attempts/*'))) + 1}"
+            _make_private_dirs(self.path / archive)
+            os.replace(manifest, self.path / archive / MANIFEST_FILE)
+            moved = [rel for rel in (REPORT_FILE, "notebooks")
+                     if (self.path / rel).exists()]
+            for rel in moved:
+                os.replace(self.path / rel, self.path / archive / rel)
+            self._append(fd, "run-reopened", {"reason": reason, "archive": archive,
+                                              "manifest_sha256": digest,
+                                              "moved": moved})
+            self._update_run_locked({"status": "running", "ended_at": None})
+        log.info("run record %s reopened (%s); attempt archived in %s", self.path,
+                 reason, archive)
+        return archive
+
     def _scrub_notebooks(self) -> None:
         """Redact the executed notebooks, which papermill wrote without us."""
         for path in sorted(self.path.rglob("*.ipynb")):
-            original = json.loads(path.read_text("utf-8"))
-            cleaned = redact(original)
+            text = path.read_text("utf-8", errors="replace")
+            try:
+                original = json.loads(text)
+            except ValueError:  # a kernel died mid-write: mask the values at least
+                original, cleaned = text, redact(text)
+                new_text = cleaned
+            else:
+                cleaned = redact(original)
+                new_text = json.dumps(cleaned, ensure_ascii=False, indent=1) + "\n"
             if cleaned != original:
                 log.warning("%s: secrets removed from the executed notebook", path)
-                text = json.dumps(cleaned, ensure_ascii=False, indent=1) + "\n"
-                _write_private(path, text.encode("utf-8"))
+                _write_private(path, new_text.encode("utf-8"))
                 self.event("secrets-scrubbed", file=self._rel(path))
 
     def _render_notebooks(self, report: Any) -> None:
@@ -738,7 +782,9 @@ def _sealed_files(folder: Path) -> list[tuple[str, Path]]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        for name in sorted(files):
+        # os.walk does not enter a linked folder; list the link so it is seen
+        linked = [name for name in dirs if Path(root, name).is_symlink()]
+        for name in sorted(files + linked):
             path = Path(root, name)
             rel = path.relative_to(folder).as_posix()
             if rel not in _UNSEALED:
@@ -788,6 +834,7 @@ def verify(path: Path) -> Verification:
     events = _check_chain(lines, result)
     _check_torn(torn, len(lines) + 1, sealed, result)
     _check_run_file(folder, events, result)
+    _check_attempts(folder, events, result)
     if sealed:
         _check_manifest(folder, events, result)
     else:
@@ -826,8 +873,12 @@ def _link_problem(event: dict, number: int, lines: list[bytes]) -> str | None:
                 else "prev of the first event is not 64 zeros")
     if number == 1 and event["kind"] != "run-started":
         return f"the first event is {event['kind']!r}, not 'run-started'"
-    if number > 1 and json.loads(lines[number - 2])["kind"] == "run-finished":
+    after_finish = (number > 1
+                    and json.loads(lines[number - 2])["kind"] == "run-finished")
+    if after_finish and event["kind"] != "run-reopened":
         return "an event after run-finished"
+    if event["kind"] == "run-reopened" and not after_finish:
+        return "run-reopened where no run-finished comes just before"
     return None
 
 
@@ -857,11 +908,53 @@ def _check_run_file(folder: Path, events: list[dict], result: Verification) -> N
                                    f"{EVENTS_FILE} line 1 ({started.get(key)!r})")
 
 
+def _check_attempts(folder: Path, events: list[dict], result: Verification) -> None:
+    """Each reopened attempt: its archived manifest and the files moved with it."""
+    for index, event in enumerate(events):
+        if event["kind"] != "run-reopened":
+            continue
+        data, finished = event["data"], events[index - 1]["data"]
+        where = f"{EVENTS_FILE} line {event['seq']}"
+        archive = data.get("archive")
+        if not isinstance(archive, str) or not re.fullmatch(r"attempts/\d+", archive):
+            result.problems.append(f"{where}: archive {archive!r} is not attempts/<n>")
+            continue
+        raw_path = folder / archive / MANIFEST_FILE
+        raw = raw_path.read_bytes() if raw_path.is_file() else None
+        if raw is None or sha256_hex(raw) != data.get("manifest_sha256") or (
+                data.get("manifest_sha256") != finished.get("manifest_sha256")):
+            result.problems.append(f"{archive}/{MANIFEST_FILE}: missing or not the "
+                                   f"manifest sealed before {where}")
+            continue
+        _check_archived_files(folder, archive, json.loads(raw)["files"],
+                              data.get("moved") or [], result)
+
+
+def _check_archived_files(folder: Path, archive: str, listed: dict,
+                          moved: list[str], result: Verification) -> None:
+    root = folder / archive
+    on_disk = {rel: path for rel, path in _sealed_files(root)
+               if rel != MANIFEST_FILE}
+    expected = {rel for rel in listed
+                if any(rel == m or rel.startswith(m + "/") for m in moved)}
+    for rel in sorted(expected | set(on_disk)):
+        path = on_disk.get(rel)
+        name = f"{archive}/{rel}"
+        if rel not in expected:
+            result.problems.append(f"{name}: not part of the archived attempt")
+        elif path is None:
+            result.problems.append(f"{name}: missing from the archived attempt")
+        elif path.is_symlink() or (sha256_hex(path.read_bytes())
+                                   != listed[rel].get("sha256")):
+            result.problems.append(f"{name}: SHA-256 differs from "
+                                   f"{archive}/{MANIFEST_FILE}")
+
+
 def _check_unfinished(events: list[dict], result: Verification) -> None:
-    finished = [e["seq"] for e in events if e["kind"] == "run-finished"]
-    if finished:
+    ends = [e for e in events if e["kind"] in ("run-finished", "run-reopened")]
+    if ends and ends[-1]["kind"] == "run-finished":
         result.problems.append(f"{MANIFEST_FILE}: missing, but {EVENTS_FILE} line "
-                               f"{finished[0]} records the run as finished")
+                               f"{ends[-1]['seq']} records the run as finished")
         return
     result.notes.append(f"not finished: no {MANIFEST_FILE} yet; events verified up "
                         f"to line {len(events)}, files are not sealed")

@@ -56,6 +56,13 @@ def resume(run_dir: Path, *, progress=print) -> RunRecord:
         raise ValueError(f"{run_dir}: every step succeeded already; nothing to resume")
     values = dict(run_info["parameters"])
     p = params_mod.validate(**values)
+    if (record.path / "manifest.json").exists():
+        record.reopen("resume")          # the finished attempt moves to attempts/N
+    for step in run_info.get("steps", []):
+        if step.get("status") == "running":   # the process died inside this step
+            record.step_finished(step["name"], "failed", error={
+                "cell": None, "ename": "Interrupted",
+                "evalue": "the run stopped inside this step"})
     record.event("run-resumed", from_step=remaining[0])
     record.update_run(status="running")
     return _execute(record, p, remaining, progress)
@@ -113,7 +120,7 @@ def _run_step(record: RunRecord, p, step: str, progress, extra=None) -> str:
                                    kernel_name="python3", progress_bar=False,
                                    log_output=False, cwd=str(source.parent))
     except PapermillExecutionError as exc:
-        error = {"cell": exc.exec_count, "ename": exc.ename, "evalue": exc.evalue}
+        error = {"cell": exc.cell_index, "ename": exc.ename, "evalue": exc.evalue}
     except Exception as exc:  # kernel died, notebook unreadable: still a failed step
         error = {"cell": None, "ename": type(exc).__name__, "evalue": str(exc)}
     if target.exists():

@@ -510,7 +510,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _table(checks: list[DomainCheck]) -> str:
     frame = to_frame(checks)
-    lines = [frame.drop(columns=["message"]).to_string(index=False), ""]
+    shown = frame.drop(columns=["message"]).astype(object).fillna("-")
+    lines = [shown.to_string(index=False), ""]
     lines += [f"{row.domain}: {row.status}: {row.message}"
               for row in frame.itertuples(index=False)]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

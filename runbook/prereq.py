@@ -20,9 +20,16 @@ class Check:
 
 
 def host_checks(session_versions: dict) -> list[Check]:
-    """pwsh, ExchangeOnlineManagement and (if installed) module versions."""
-    return [Check(f.item, f.level, f.message)
-            for f in versions_mod.check_host(session_versions)]
+    """pwsh and ExchangeOnlineManagement; the module is only reported (step 2 installs it)."""
+    host = {k: v for k, v in session_versions.items() if k != seppmail.MODULE_NAME}
+    checks = [Check(f.item, f.level, f.message) for f in versions_mod.check_host(host)]
+    installed = session_versions.get(seppmail.MODULE_NAME) or []
+    if isinstance(installed, str):
+        installed = [installed]
+    checks.append(Check(seppmail.MODULE_NAME, OK,
+                        f"installed: {', '.join(installed) or 'none'}; step 2 installs "
+                        f"{seppmail.CBC_MINIMUM_VERSION} or later where needed"))
+    return checks
 
 
 def tenant_checks(p, connection: dict, accepted: list[dict], org: dict) -> list[Check]:

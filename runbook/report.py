@@ -217,36 +217,58 @@ def _step_failure(record: audit.RunRecord, step: dict) -> str:
     head = f"<h3>Step {_e(step.get('name'))} failed</h3>\n"
     if not error:
         return f"<div class=\"error\">{head}<p>No error was recorded.</p></div>"
-    cell = error.get("cell")
-    where = f"cell {_e(cell)}" if cell is not None else "an unknown cell"
+    found = _failed_cell(record, step.get("notebook"), error.get("cell"))
+    if found is not None:
+        index, cell = found
+        where = f"cell {index} (In [{_e(cell.get('execution_count'))}])"
+    else:
+        cell = None
+        where = (f"cell {_e(error['cell'])}" if error.get("cell") is not None
+                 else "an unknown cell")
     lines = [head, f"<p>In {where}: <code>{_e(error.get('ename'))}</code>: "
              f"{_e(error.get('evalue'))}</p>"]
-    source, traceback = _failed_cell(record, step.get("notebook"), cell)
-    if source is not None:
-        lines.append(f"<pre>{_e(source)}</pre>")
-    if traceback:
-        lines.append(f"<details><summary>Traceback</summary><pre>{_e(traceback)}"
-                     "</pre></details>")
+    if cell is not None:
+        lines.append(f"<pre>{_e(_source(cell))}</pre>")
+        traceback = _traceback(cell)
+        if traceback:
+            lines.append(f"<details><summary>Traceback</summary><pre>{_e(traceback)}"
+                         "</pre></details>")
     return "<div class=\"error\">" + "\n".join(lines) + "</div>"
 
 
 def _failed_cell(record: audit.RunRecord, notebook: Any,
-                 cell: Any) -> tuple[str | None, str]:
-    """Source and traceback of cell `cell` in the executed notebook, if there."""
-    if not isinstance(cell, int) or not _existing(record, notebook):
-        return None, ""
+                 index: Any) -> tuple[int, dict] | None:
+    """The cell of the executed notebook that holds the error, with its index.
+
+    `index` is the cell index papermill reports. The cell must carry an
+    error output to count; if it does not (an execution count given instead
+    of an index, say), the one cell with an error output is taken, since
+    papermill stops at the first failing cell.
+    """
+    if not _existing(record, notebook):
+        return None
     try:
         cells = record.read_json(notebook).get("cells", [])
     except (ValueError, AttributeError):
-        return None, ""
-    if not 0 <= cell < len(cells):
-        return None, ""
-    source = cells[cell].get("source", "")
-    source = "".join(source) if isinstance(source, list) else str(source)
-    tracebacks = ["\n".join(o.get("traceback", []))
-                  for o in cells[cell].get("outputs", [])
-                  if o.get("output_type") == "error"]
-    return source, _ANSI.sub("", "\n".join(tracebacks))
+        return None
+    failing = [(i, c) for i, c in enumerate(cells) if _traceback(c) is not None]
+    for i, cell in failing:
+        if i == index:
+            return i, cell
+    return failing[0] if len(failing) == 1 else None
+
+
+def _source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _traceback(cell: dict) -> str | None:
+    """The cell's error traceback without colour codes; None if it has no error."""
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    if not errors:
+        return None
+    return _ANSI.sub("", "\n".join("\n".join(o.get("traceback", [])) for o in errors))
 
 
 # -- checks, changes, backups -----------------------------------------------
@@ -444,18 +466,36 @@ def _inventory_kind(title: str, before: list | None, after: list | None) -> str:
 
 
 def _object_details(change: ObjectChange) -> str:
-    before, after = change.before or {}, change.after or {}
-    rows = []
-    for prop in _keys(before, after):
-        b, a = before.get(prop, _MISSING), after.get(prop, _MISSING)
-        mark = ("added" if change.before is None else "removed"
-                if change.after is None else "" if _same(b, a) else "changed")
-        rows.append(f"<tr class=\"{mark}\"><th>{_e(prop)}</th>"
-                    f"<td class=\"before\">{_value(b)}</td>"
-                    f"<td class=\"after\">{_value(a)}</td></tr>")
-    return (f"<details open><summary>{_e(change.name)}: {_e(change.status)}"
-            "</summary>\n<table class=\"diff\"><tr><th>Property</th><th>Before</th>"
-            "<th>After</th></tr>\n" + "\n".join(rows) + "</table></details>")
+    """Changed properties side by side; the equal ones once, folded away.
+
+    A rule has about a hundred properties and a migration touches a handful,
+    so showing every equal pair twice would bury the changes.
+    """
+    summary = f"<summary>{_e(change.name)}: {_e(change.status)}</summary>\n"
+    if change.before is None or change.after is None:
+        obj = change.after if change.before is None else change.before
+        side = "After" if change.before is None else "Before"
+        rows = [f"<tr class=\"{change.status}\"><th>{_e(p)}</th>"
+                f"<td>{_value(v)}</td></tr>" for p, v in obj.items()]
+        return (f"<details open>{summary}<table class=\"object\"><tr><th>Property"
+                f"</th><th>{side}</th></tr>\n" + "\n".join(rows) + "</table></details>")
+
+    changed = [f"<tr class=\"changed\"><th>{_e(p)}</th>"
+               f"<td class=\"before\">{_value(change.before.get(p, _MISSING))}</td>"
+               f"<td class=\"after\">{_value(change.after.get(p, _MISSING))}</td></tr>"
+               for p in change.properties]
+    equal = [f"<tr><th>{_e(p)}</th><td>{_value(change.after[p])}</td></tr>"
+             for p in _keys(change.before, change.after) if p not in change.properties]
+    parts = [f"<details open>{summary}"]
+    if changed:
+        parts.append("<table class=\"diff\"><tr><th>Property</th><th>Before</th>"
+                     "<th>After</th></tr>\n" + "\n".join(changed) + "</table>")
+    if equal:
+        parts.append(f"<details class=\"equal\"><summary>{len(equal)} properties "
+                     "the same before and after</summary>\n<table class=\"equal\">"
+                     "<tr><th>Property</th><th>Value</th></tr>\n" + "\n".join(equal)
+                     + "</table></details>")
+    return "\n".join(parts) + "</details>"
 
 
 def _optional_json(record: audit.RunRecord, rel: str) -> Any:

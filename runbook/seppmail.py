@@ -13,6 +13,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+import idna
+
 ROUTING_MODES = ("inline", "parallel")
 REGIONS = ("ch", "prv", "de", "dev")  # dev exists from module 2.0 (§1.2, §4)
 
@@ -83,11 +85,13 @@ def ascii_domain(domain: str) -> str:
     valid domain name.
     """
     text = domain.strip().rstrip(".")
-    if not text or text != domain.strip().rstrip(".") or any(c.isspace() for c in text):
+    if not text or any(c.isspace() for c in text):
         raise ValueError(f"not a domain name: {domain!r}")
     try:
-        encoded = text.encode("idna").decode("ascii").lower()
-    except UnicodeError as exc:
+        # IDNA 2008 with UTS 46 mapping, as registries and resolvers use today:
+        # straße.de is xn--strae-oqa.de, not strasse.de (the IDNA 2003 codec).
+        encoded = idna.encode(text, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError) as exc:
         raise ValueError(f"not a valid internationalised domain name: {domain!r}") from exc
     labels = encoded.split(".")
     if len(encoded) > 253 or len(labels) < 2:
@@ -173,7 +177,8 @@ def expected_connectors(*, tenant_id: str, domain: str, region: str, routing: st
         "CloudServicesMailEnabled": False,
         "RequireTls": True,
         "RestrictDomainsToCertificate": True,
-        "SenderDomains": ["smtp:*;1"] if inline else ["smtp:*;1"],
+        # Exchange shows both as the address space smtp:*;1 (exchange-objects §2).
+        "SenderDomains": ["smtp:*;1"] if inline else ["*"],
         "TlsSenderCertificateName": certificate_name(tenant_id, region),
     }
     if not inline:

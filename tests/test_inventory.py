@@ -61,11 +61,11 @@ def test_diff_marks_added_removed_and_changed_ignoring_assigned_fields():
     now = datetime.now(timezone.utc)
     before = inventory.Inventory(now, [{"Name": "A", "Enabled": True, "Guid": "1"}],
                                  [{"Name": "Gone"}], [])
-    after = inventory.Inventory(now, [{"Name": "a", "Enabled": False, "Guid": "2"}], [],
+    after = inventory.Inventory(now, [{"Name": "A", "Enabled": False, "Guid": "2"}], [],
                                 [{"Name": "New rule", "Priority": 0}])
     frame = inventory.diff(before, after)
     assert sorted(map(tuple, frame[["name", "change", "properties"]].values)) == [
-        ("Gone", "removed", ""), ("New rule", "added", ""), ("a", "changed", "Enabled")]
+        ("A", "changed", "Enabled"), ("Gone", "removed", ""), ("New rule", "added", "")]
 
 
 def test_table_lists_removals_before_objects_left_alone():

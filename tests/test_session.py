@@ -102,6 +102,20 @@ def test_warnings_are_kept_and_logged_at_warning(session, caplog):
         "to get more."]
 
 
+def test_notices_on_stderr_are_logged_at_warning_other_stderr_at_debug(caplog):
+    caplog.set_level(logging.DEBUG, logger="runbook.powershell.session")
+    with Session([sys.executable, str(CHILDREN / "notice.py")], timeout=10) as s:
+        s.call("Connect-ExchangeOnline", {"Device": True})
+    by_level = {}
+    for record in caplog.records:
+        by_level.setdefault(record.levelno, []).append(record.getMessage())
+    assert by_level[logging.WARNING] == [
+        "To sign in, use a web browser to open the page "
+        "https://microsoft.com/devicelogin and enter the code ABCD1234."]
+    assert any(m.endswith("stderr: some diagnostic the person does not need")
+               for m in by_level[logging.DEBUG])
+
+
 def test_one_info_line_per_call_with_command_outcome_and_duration(session, caplog):
     caplog.set_level(logging.INFO, logger="runbook.powershell.session")
     session.call("Get-AcceptedDomain")
@@ -183,7 +197,7 @@ def test_parameters_that_are_not_json_raise_type_error_and_send_nothing(session)
     with pytest.raises(TypeError, match="Get-MessageTraceV2: parameters must be JSON"):
         session.call("Get-MessageTraceV2", {"StartDate": object()})
     pid = session.pid
-    assert session.call("Get-AcceptedDomain").id == 2
+    assert session.call("Get-AcceptedDomain").id == 1
     assert session.pid == pid
 
 

@@ -117,7 +117,8 @@ def test_timeout_kills_the_child_and_the_next_call_gets_its_own_reply():
 
 def test_timeout_restart_runs_on_start_again():
     starts = []
-    with Session(child("hang"), timeout=10, on_start=lambda s: starts.append(s.pid)) as s:
+    with Session(child("hang"), timeout=10,
+                 on_start=lambda s: starts.append(s.pid)) as s:
         with pytest.raises(SessionTimeout):
             s.call("Get-AcceptedDomain", {"Seconds": 5}, timeout=0.2)
         s.call("Get-AcceptedDomain")

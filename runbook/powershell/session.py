@@ -11,7 +11,9 @@ killed, so a late reply can never be taken for the answer to a later call;
 the next call starts a fresh child and re-reads its hello.
 
 Logging: one INFO line per call (command, outcome, duration) under this
-module's logger; parameters only at DEBUG, with secret-looking keys masked.
+module's logger; parameters only at DEBUG, with secret-looking keys masked;
+the child's warnings and notices (stderr lines starting NOTICE_PREFIX) at
+WARNING.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 PROTOCOL = 1
 HELLO = "runbook-bridge"
 BRIDGE_SCRIPT = Path(__file__).with_name("bridge.ps1")
+# A stderr line with this prefix is meant for the person running the step (the
+# device-code sign-in text): it is logged at WARNING so that it shows even
+# where logging is not configured. All other stderr lines go to DEBUG.
+NOTICE_PREFIX = "runbook-notice: "
 
 _CLOSE_WAIT_S = 2.0     # a child that got EOF on stdin exits well within this
 _EXIT_WAIT_S = 2.0      # after EOF on stdout, time allowed to learn the exit code
@@ -153,10 +159,7 @@ class _Child:
 
     def close(self, wait: float) -> None:
         """End the session politely (EOF on stdin), then make sure."""
-        try:
-            self._stdin.close()
-        except (OSError, ValueError):
-            pass
+        _close_quietly(self._stdin)
         try:
             self.process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
@@ -176,18 +179,20 @@ class _Child:
         # The stderr thread ends at EOF; waiting for it makes the tail complete.
         self._threads[1].join(timeout=1.0)
         for stream in (self._stdin, self.process.stdin):
-            try:
-                stream.close()
-            except (OSError, ValueError):
-                pass
+            _close_quietly(stream)
 
     def _pump_stderr(self, stream: io.TextIOWrapper) -> None:
         try:
             for line in stream:
                 self._stderr.append(line[:_STDERR_LINE_CHARS])
-                log.debug("child %d stderr: %s", self.pid, line.rstrip())
+                if line.startswith(NOTICE_PREFIX):
+                    log.warning("%s", line[len(NOTICE_PREFIX):].rstrip())
+                else:
+                    log.debug("child %d stderr: %s", self.pid, line.rstrip())
         except (OSError, ValueError):
             pass
+        finally:
+            _close_quietly(stream)
 
 
 def _pump_stdout(stream: io.TextIOWrapper, lines: queue.Queue) -> None:
@@ -200,7 +205,15 @@ def _pump_stdout(stream: io.TextIOWrapper, lines: queue.Queue) -> None:
     except (OSError, ValueError):
         pass
     finally:
+        _close_quietly(stream)
         lines.put(_EOF)
+
+
+def _close_quietly(stream) -> None:
+    try:
+        stream.close()
+    except (OSError, ValueError):
+        pass
 
 
 def _group_options() -> dict:
@@ -311,8 +324,8 @@ class Session:
                 raise PowerShellError(f"{command}: the session is closed")
             child = self._running_child()
             request_id = self._next_id
-            self._next_id += 1
             text = _request_line(request_id, command, parameters, confirmed)
+            self._next_id += 1
             log.debug("%s #%d parameters %s confirmed=%s", command, request_id,
                       _redacted(dict(parameters or {})), bool(confirmed))
             return self._conversation(child, request_id, command, text, limit)

@@ -24,11 +24,13 @@ EXO_MINIMUM = "3.0.0"
 CBC_MINIMUM = "1.3.0-preview1"
 
 # What each seppmail365cloud generation needs from the host (seppmail365cloud.md
-# §6 "Prerequisite checks", §8): (from module version, PowerShell, EXO).
+# §6 "Prerequisite checks", §8): (from module version, PowerShell, EXO), newest
+# first. The p1/p2 manifests ask for PowerShell 7.2.0; 1.3.0-1.3.6 only for 7.*.
 MODULE_NEEDS = (
     ("2.0.2", "7.5.0", "3.9.0"),
     ("2.0.0", "7.5.0", "3.7.1"),
     ("1.3.7", "7.2.0", "3.0.0"),
+    ("1.3.0", "7.0.0", "3.0.0"),
     ("1.3.0-preview1", "7.2.0", "3.0.0"),
 )
 
@@ -108,6 +110,9 @@ class Version:
     def __hash__(self) -> int:
         return hash(self._key())
 
+    def __repr__(self) -> str:
+        return f"Version({str(self)!r})"
+
     def __str__(self) -> str:
         return self.text or ".".join(map(str, self.numbers)) + (
             "-" + ".".join(self.prerelease) if self.prerelease else "")
@@ -172,8 +177,7 @@ def _check_exo(text) -> list[Finding]:
     if version < Version.parse(EXO_MINIMUM):
         return [Finding("error", item, f"ExchangeOnlineManagement {text} is too old: "
                         f"{EXO_MINIMUM} or later is required (REST-based V3 module)")]
-    bad = EXO_KNOWN_BAD.get(str(version.numbers and Version.parse(text)))
-    bad = bad or _known_bad(version)
+    bad = _known_bad(version)
     if bad:
         return [Finding("warning", item, f"ExchangeOnlineManagement {text}: {bad}")]
     return [Finding("ok", item, f"ExchangeOnlineManagement {text}")]

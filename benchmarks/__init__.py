@@ -1,0 +1,1 @@
+"""Measured comparisons (not timed tests): run `python -m benchmarks.<name>`."""

@@ -1,0 +1,1226 @@
+"""Batch runs: many tenants from one CSV file, each in a process of its own.
+
+    runbook batch TENANTS.csv [--workers N] [--confirm] [--executor local|dask]
+                  [--scheduler ADDRESS] [--time-limit MINUTES] [--reports DIR]
+
+The phases: every row of the file is validated with the one parameter model
+(`runbook.params`) before any tenant is touched; a bad row is reported with
+its line number and reason and the others run. Each tenant then runs its
+whole chain (`runbook.chain.run`) in a fresh Python process, at most
+`workers` at once, under its tenant lock (`reports/<tenant>/.lock`). A
+tenant that fails, overruns its time limit or crashes is recorded as such and
+the others go on. The batch folder ``reports/batches/<batch-id>/`` gets
+``summary.csv`` and ``summary.html`` (every tenant once: outcome, duration,
+link to its run folder) and one log file per tenant.
+
+Why a process per tenant, started with `subprocess` rather than
+`multiprocessing`: the tenant process leads a session of its own, so one
+signal reaches its group, and it also runs where `multiprocessing` refuses
+to start children (inside a daemonic Dask worker). It is a fresh interpreter
+either way, as with the "spawn" start method. Kernels and PowerShell children
+start sessions of their own, so a process group does not hold them all; every
+process of a tenant therefore inherits a token in its environment
+(`TOKEN_ENV`), and stopping a tenant kills every process carrying that token,
+found in /proc. Without /proc (not Linux) only the tenant's group is killed.
+
+Stopping. A tenant past its time limit, or every running tenant on Ctrl-C,
+is stopped that way; the runner then closes its run record (the running step
+failed, the run ``failed`` or ``cancelled``) so the folder verifies
+(`runbook.audit.verify`); where the record cannot be closed it stays
+unfinished, which verify accepts up to its last complete event.
+
+Kernels talk to their runner over IPC: `IpcKernelManager` puts a kernel's
+connection file and ZeroMQ sockets in a private 0700 directory instead of on
+TCP ports, so many kernels starting at once cannot collide on a port and
+nothing listens on the network (`PAPERMILL_OPTIONS` for the chain).
+
+Errors::
+
+    BatchError              base of what this module raises
+    ├── BatchFileError      the CSV file as a whole cannot be read (header,
+    │                       encoding); nothing ran
+    └── TenantBusy          another run holds the tenant's lock; carries the
+                            tenant, the other run's folder and the lock's data
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import fcntl
+import html
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
+
+from runbook import params as params_mod
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("tenant", "domains", "region", "routing", "backend", "sandbox_state",
+           "module_version", "tenant_id", "app_id", "certificate_path", "operator")
+REQUIRED_COLUMNS = ("tenant", "domains", "region", "routing")
+PATH_COLUMNS = ("sandbox_state", "certificate_path")
+
+# Outcomes of one tenant in a batch.
+SUCCEEDED, PLANNED, FAILED = "succeeded", "planned", "failed"
+TIMED_OUT, CRASHED, INTERRUPTED = "timed-out", "crashed", "interrupted"
+BUSY, REJECTED, PENDING = "busy", "rejected", "pending"
+
+TOKEN_ENV = "RUNBOOK_BATCH_TOKEN"
+LOCK_NAME = ".lock"
+SUMMARY_FIELDS = ("line", "tenant", "outcome", "duration_s", "run_dir", "verified",
+                  "peak_memory_mb", "detail")
+DEFAULT_TIME_LIMIT_S = 45 * 60.0   # five steps, step 5 alone waits up to 10 min
+
+_KILL_ROUNDS = 50         # sweeps until no process with the token is left
+_REAP_WAIT_S = 10.0
+_EXIT_AFTER_EOF_S = 30.0  # the tenant process closed its pipe; it should end now
+_TICK_S = 0.2
+_DASK_STOP_TICK_S = 1.0   # how often a Dask task asks the scheduler for a stop
+_DOMAIN_SPLIT = re.compile(r"[;\s]+")
+_SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+PAPERMILL_OPTIONS = {
+    "kernel_name": "python3",
+    "progress_bar": False,
+    "log_output": False,
+    "kernel_manager_class": "runbook.batch.IpcKernelManager",
+}
+
+
+# -- errors -----------------------------------------------------------------
+
+
+class BatchError(Exception):
+    """Base of the errors of batch runs."""
+
+
+class BatchFileError(BatchError):
+    """The CSV file as a whole cannot be used; no row of it ran."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class TenantBusy(BatchError):
+    """Another run of the same tenant holds its lock; this one did not start."""
+
+    def __init__(self, tenant: str, run_dir: str | None, holder: Mapping):
+        self.tenant = tenant
+        self.run_dir = run_dir
+        self.holder = dict(holder)
+        who = (f"pid {holder.get('pid')} on {holder.get('host')} since "
+               f"{holder.get('since')}")
+        where = run_dir or "its run folder is not created yet"
+        super().__init__(f"tenant {tenant} is busy: another run ({who}) is at work "
+                         f"on it: {where}")
+
+
+# -- the rows -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One valid row: its line in the file and the tenant's parameters."""
+
+    line: int
+    params: params_mod.RunParameters
+
+    @property
+    def tenant(self) -> str:
+        return self.params.tenant
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row that will not run: its line, the tenant cell as given, and why."""
+
+    line: int
+    reason: str
+    tenant: str = ""
+
+
+def read_rows(csv_path: str | os.PathLike, *, common: Mapping | None = None
+              ) -> tuple[list[BatchRow], list[Rejected]]:
+    """Read and validate every row of a tenants file; nothing runs here.
+
+    Columns are `COLUMNS` (any order, names case-insensitive); the first four
+    are required, the others may be left out or empty. `domains` holds one or
+    more domains separated by ";" or white space. The file may be separated
+    by "," or, as spreadsheets in Swiss and German locales save it, by ";"
+    (then domains are separated by spaces). Cells are read as text, never
+    converted: a tenant ID or a ticket number stays what was written.
+    Relative paths are taken from the file's folder. `common` values (e.g.
+    wait_minutes) apply to every row.
+
+    Raises BatchFileError when the file cannot be read or its header names
+    an unknown column or lacks a required one.
+    """
+    path = Path(csv_path)
+    text = _read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), _dialect(text))
+    header = _header(path, next(reader, None))
+    rows: list[BatchRow] = []
+    rejected: list[Rejected] = []
+    seen: dict[tuple[str, str], int] = {}
+    for cells in reader:
+        line = reader.line_num - sum(cell.count("\n") for cell in cells)
+        if not any(cell.strip() for cell in cells):
+            continue
+        try:
+            row = _row(path, header, cells, line, dict(common or {}))
+            _check_unique(row, seen)
+        except (params_mod.ParameterError, _RowProblem) as exc:
+            tenant = cells[header.index("tenant")].strip() if len(cells) > header.index(
+                "tenant") else ""
+            rejected.append(Rejected(line, str(exc), tenant))
+            continue
+        rows.append(row)
+    return rows, rejected
+
+
+class _RowProblem(ValueError):
+    """A row that is malformed before its values can be judged."""
+
+
+def _read_text(path: Path) -> str:
+    try:
+        # utf-8-sig: spreadsheet programs start the file with a byte-order mark.
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BatchFileError(path, f"not UTF-8 text (byte {exc.start}); save it as "
+                             "CSV UTF-8") from exc
+    except OSError as exc:
+        raise BatchFileError(path, exc.strerror or str(exc)) from exc
+
+
+def _dialect(text: str) -> type[csv.Dialect]:
+    first = text.split("\n", 1)[0]
+    if ";" in first and "," not in first:
+        class Semicolon(csv.excel):
+            delimiter = ";"
+        return Semicolon
+    return csv.excel
+
+
+def _header(path: Path, cells: list[str] | None) -> list[str]:
+    if not cells:
+        raise BatchFileError(path, "empty file; the first line names the columns: "
+                             + ", ".join(COLUMNS))
+    header = [cell.strip().lower() for cell in cells]
+    unknown = [name for name in header if name not in COLUMNS]
+    if unknown:
+        raise BatchFileError(path, f"unknown column {unknown[0]!r} in line 1; the "
+                             f"columns are {', '.join(COLUMNS)}")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise BatchFileError(path, f"column {repeated[0]!r} appears twice in line 1")
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise BatchFileError(path, f"line 1 lacks the required column {missing[0]!r}")
+    return header
+
+
+def _row(path: Path, header: list[str], cells: list[str], line: int,
+         common: dict) -> BatchRow:
+    if len(cells) != len(header):
+        raise _RowProblem(f"{len(cells)} cells where the header has {len(header)}")
+    values: dict = dict(common)
+    for name, cell in zip(header, cells):
+        cell = cell.strip()
+        if not cell:
+            continue
+        if name == "domains":
+            values[name] = [d for d in _DOMAIN_SPLIT.split(cell) if d]
+        elif name in PATH_COLUMNS:
+            values[name] = str((path.parent / Path(cell).expanduser()).resolve())
+        else:
+            values[name] = cell
+    for name in REQUIRED_COLUMNS:
+        if name not in values:
+            raise params_mod.ParameterError(name, "", "this column needs a value")
+    values.setdefault("confirm", False)
+    p = params_mod.validate(**values)
+    _check_unattended(p)
+    return BatchRow(line, p)
+
+
+def _check_unattended(p: params_mod.RunParameters) -> None:
+    """What a run needs when nobody is there to answer."""
+    if p.backend == "sandbox":
+        if not p.sandbox_state:
+            raise params_mod.ParameterError(
+                "sandbox_state", "", "a sandbox state file for the sandbox backend "
+                "(`runbook sandbox new SCENARIO FILE`)")
+        if not Path(p.sandbox_state).is_file():
+            raise params_mod.ParameterError("sandbox_state", p.sandbox_state,
+                                            "an existing file")
+        return
+    # design.md, pwsh side: batch runs log in app-only with a certificate;
+    # device login would wait for a person who is not there.
+    if not p.app_id or not p.certificate_path:
+        raise params_mod.ParameterError(
+            "app_id" if not p.app_id else "certificate_path", "",
+            "app_id and certificate_path for an unattended (app-only) login")
+    if not Path(p.certificate_path).is_file():
+        raise params_mod.ParameterError("certificate_path", p.certificate_path,
+                                        "an existing certificate file")
+
+
+def _check_unique(row: BatchRow, seen: dict[tuple[str, str], int]) -> None:
+    """One row per tenant, one tenant per sandbox state file."""
+    keys = [("tenant", row.tenant)]
+    if row.params.sandbox_state:
+        keys.append(("sandbox_state", row.params.sandbox_state))
+    for key in keys:
+        if key in seen:
+            raise _RowProblem(f"{key[0]} {key[1]} is already on line {seen[key]}; "
+                              "two runs at once would work on one tenant")
+    for key in keys:
+        seen[key] = row.line
+
+
+# -- the tenant lock ------------------------------------------------------------
+
+
+_held: dict[Path, list] = {}          # lock path -> [TenantLock, depth]
+_held_guard = threading.Lock()
+
+
+@dataclass
+class TenantLock:
+    """The lock of one tenant's runs, held by this process."""
+
+    path: Path
+    tenant: str
+    token: str
+    owner_thread: int
+    run_dir: str | None = None
+
+    def attach(self, run_dir: str | os.PathLike) -> None:
+        """Name the run folder in the lock, so a refused second run can show it."""
+        self.run_dir = str(Path(run_dir).resolve())
+        with _directory_lock(self.path.parent):
+            current = _read_lock(self.path)
+            if current.get("token") == self.token:
+                _write_lock_file(self.path, dict(current, run_dir=self.run_dir),
+                                 replace=True)
+
+
+@contextmanager
+def acquire_tenant_lock(reports_dir: str | os.PathLike, tenant: str
+                        ) -> Iterator[TenantLock]:
+    """Hold ``reports/<tenant>/.lock`` for the time of one run.
+
+    The lock file is created with O_EXCL and holds the pid, its start time,
+    the host and (once `attach`ed) the run folder. A lock whose process is
+    gone is stale and taken over; a lock of another host is never judged
+    stale. The thread that holds a lock may take it again (the batch worker
+    and `chain.run` both do). Raises TenantBusy naming the other run.
+    """
+    path = Path(reports_dir) / tenant / LOCK_NAME
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = _enter(path, tenant)
+    try:
+        yield lock
+    finally:
+        _leave(lock)
+
+
+def _enter(path: Path, tenant: str) -> TenantLock:
+    key = path.resolve()
+    with _held_guard:
+        held = _held.get(key)
+        if held and held[0].owner_thread == threading.get_ident():
+            held[1] += 1
+            return held[0]
+        if held:
+            raise TenantBusy(tenant, held[0].run_dir, _read_lock(path))
+        lock = TenantLock(path, tenant, secrets.token_hex(8), threading.get_ident())
+        _take(path, lock)
+        _held[key] = [lock, 1]
+        return lock
+
+
+def _leave(lock: TenantLock) -> None:
+    key = lock.path.resolve()
+    with _held_guard:
+        held = _held[key]
+        held[1] -= 1
+        if held[1]:
+            return
+        del _held[key]
+        with _directory_lock(lock.path.parent):
+            if _read_lock(lock.path).get("token") == lock.token:
+                lock.path.unlink(missing_ok=True)
+
+
+def _take(path: Path, lock: TenantLock) -> None:
+    """Create the lock file, first removing a stale one; all under the folder lock."""
+    info = {"pid": os.getpid(), "pid_started": _process_start(os.getpid()),
+            "host": socket.gethostname(), "since": _utc_stamp(), "token": lock.token,
+            "run_dir": None}
+    with _directory_lock(path.parent):
+        current = _read_lock(path) if path.exists() else None
+        if current is not None and _holder_alive(current):
+            raise TenantBusy(lock.tenant, current.get("run_dir")
+                             or _running_run(path.parent), current)
+        if current is not None:
+            log.warning("tenant %s: taking over the stale lock of pid %s (%s)",
+                        lock.tenant, current.get("pid"), path)
+            path.unlink()
+        _write_lock_file(path, info, replace=False)
+
+
+@contextmanager
+def _directory_lock(folder: Path) -> Iterator[None]:
+    """An flock on the tenant folder itself: check-and-take is one step."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)     # closing drops the flock
+
+
+def _write_lock_file(path: Path, info: dict, *, replace: bool) -> None:
+    data = json.dumps(info, indent=1).encode("utf-8") + b"\n"
+    if replace:
+        temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temp.write_bytes(data)
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _read_lock(path: Path) -> dict:
+    """The lock's data; {} for a missing file or one its writer left unfinished."""
+    try:
+        info = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _holder_alive(info: dict) -> bool:
+    if not info:
+        return False      # written under the folder lock: empty means its writer died
+    if info.get("host") != socket.gethostname():
+        return True       # a process on another machine cannot be looked at
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    started = _process_start(pid)
+    if started is None:
+        return True
+    # The same pid with another start time is a new process that reused it;
+    # a zombie is a holder that is dead but not yet reaped.
+    return started == info.get("pid_started") and _process_state(pid) != "Z"
+
+
+def _process_start(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (Linux), else None."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def _process_state(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and ")": split after the last ")".
+    return text.rsplit(")", 1)[1].split()
+
+
+def _running_run(tenant_dir: Path) -> str | None:
+    """The newest run folder of the tenant that is still running, if any."""
+    for folder in sorted(tenant_dir.iterdir(), reverse=True):
+        run_file = folder / "run.json"
+        try:
+            if json.loads(run_file.read_text("utf-8")).get("status") == "running":
+                return str(folder)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+# -- kernels over IPC -----------------------------------------------------------
+
+
+class IpcKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel listens on Unix sockets, not TCP ports.
+
+    Each kernel gets a fresh 0700 directory for its connection file and its
+    five ZeroMQ sockets (``kernel-1`` ... ``kernel-5``), removed when the
+    kernel is cleaned up. Pass it to papermill as
+    ``kernel_manager_class="runbook.batch.IpcKernelManager"``.
+    """
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc"
+
+    @default("connection_file")
+    def _default_connection_file(self) -> str:
+        return os.path.join(self._private_dir, "kernel.json")
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        return os.path.join(self._private_dir, "kernel")
+
+    @property
+    def _private_dir(self) -> str:
+        folder = self.__dict__.get("_runbook_dir")
+        if folder is None:
+            folder = tempfile.mkdtemp(prefix="runbook-kernel-")  # mode 0700
+            self.__dict__["_runbook_dir"] = folder
+        return folder
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart and "_runbook_dir" in self.__dict__:
+            shutil.rmtree(self.__dict__.pop("_runbook_dir"), ignore_errors=True)
+
+
+# -- one tenant -----------------------------------------------------------------
+
+
+@dataclass
+class TenantOutcome:
+    """What became of one tenant of a batch."""
+
+    line: int
+    tenant: str
+    outcome: str = PENDING
+    duration_s: float | None = None
+    run_dir: str | None = None
+    verified: bool | None = None
+    peak_memory_mb: float | None = None
+    detail: str = ""
+    log: str | None = None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a tenant's supervisor needs; plain data, so Dask can ship it."""
+
+    line: int
+    parameters: dict
+    reports_dir: str
+    log_path: str
+    token: str
+    time_limit_s: float
+
+    @property
+    def tenant(self) -> str:
+        return self.parameters["tenant"]
+
+
+def _supervise(job: _Job, should_stop: Callable[[], bool],
+               progress: Callable[[str], None]) -> TenantOutcome:
+    """Run one tenant's process to its end, its time limit, or a stop."""
+    outcome = TenantOutcome(job.line, job.tenant, log=job.log_path)
+    if should_stop():
+        outcome.outcome, outcome.detail = INTERRUPTED, "the batch stopped before it"
+        return outcome
+    tenant_dir = Path(job.reports_dir) / job.tenant
+    before = _run_folders(tenant_dir)
+    started = time.monotonic()
+    process, messages = _start_tenant(job)
+    try:
+        ended_by = _follow(process, messages, job, started, should_stop, progress,
+                           outcome)
+    finally:
+        messages.close()
+        stop_processes(process, job.token)
+    outcome.duration_s = round(time.monotonic() - started, 2)
+    _settle(outcome, ended_by, process, job, tenant_dir, before)
+    progress(f"{job.tenant}: {outcome.outcome} ({outcome.duration_s:.1f} s)")
+    return outcome
+
+
+def _start_tenant(job: _Job) -> tuple[subprocess.Popen, io.BufferedReader]:
+    read_end, write_end = os.pipe()
+    env = dict(os.environ, **{TOKEN_ENV: job.token})
+    with open(job.log_path, "ab") as log_file:
+        os.chmod(job.log_path, 0o600)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "runbook.batch", "--tenant-process",
+                 str(write_end)],
+                stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT,
+                env=env, pass_fds=(write_end,), start_new_session=True)
+        finally:
+            os.close(write_end)
+    payload = {"parameters": job.parameters, "reports_dir": job.reports_dir}
+    try:
+        process.stdin.write(json.dumps(payload).encode("utf-8"))
+        process.stdin.close()
+    except OSError:
+        pass      # it died at once; _follow sees the end and calls it a crash
+    return process, os.fdopen(read_end, "rb")
+
+
+def _follow(process, messages, job: _Job, started: float, should_stop,
+            progress, outcome: TenantOutcome) -> str:
+    """Read the tenant's messages until it ends ("ended"), or stop it."""
+    selector = selectors.DefaultSelector()
+    selector.register(messages, selectors.EVENT_READ)
+    pending = b""
+    last_stop_check = 0.0
+    try:
+        while True:
+            if time.monotonic() - started > job.time_limit_s:
+                return "time-limit"
+            if time.monotonic() - last_stop_check >= _TICK_S:
+                last_stop_check = time.monotonic()
+                if should_stop():
+                    return "stop"
+            if not selector.select(timeout=_TICK_S):
+                continue
+            chunk = os.read(messages.fileno(), 65536)
+            if not chunk:
+                return "ended"
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                _take_message(line, job, progress, outcome)
+    finally:
+        selector.close()
+
+
+def _take_message(line: bytes, job: _Job, progress, outcome: TenantOutcome) -> None:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return
+    if "progress" in message:
+        progress(f"{job.tenant}: {message['progress']}")
+    if "result" in message:
+        outcome.__dict__["_result"] = message["result"]
+
+
+def _settle(outcome: TenantOutcome, ended_by: str, process: subprocess.Popen,
+            job: _Job, tenant_dir: Path, before: set[str]) -> None:
+    """Turn how the tenant ended into its outcome, and close its record."""
+    result = outcome.__dict__.pop("_result", None)
+    new = sorted(_run_folders(tenant_dir) - before)
+    outcome.run_dir = (result or {}).get("run_dir") or (str(tenant_dir / new[-1])
+                                                        if new else None)
+    if result is not None:
+        outcome.outcome = result["outcome"]
+        outcome.detail = result.get("detail", "")
+        outcome.peak_memory_mb = result.get("peak_memory_mb")
+    elif ended_by == "time-limit":
+        outcome.outcome = TIMED_OUT
+        outcome.detail = f"stopped after its time limit of {job.time_limit_s:g} s"
+    elif ended_by == "stop":
+        outcome.outcome, outcome.detail = INTERRUPTED, "stopped: the batch was stopped"
+    else:
+        outcome.outcome = CRASHED
+        outcome.detail = f"the tenant process ended without a result ({_exit(process)})"
+    if outcome.run_dir:
+        if result is None:
+            _close_abandoned(Path(outcome.run_dir), outcome)
+        outcome.verified, problem = _verify(Path(outcome.run_dir))
+        if problem:
+            outcome.detail = f"{outcome.detail}; record: {problem}".lstrip("; ")
+
+
+def _exit(process: subprocess.Popen) -> str:
+    code = process.returncode
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _close_abandoned(run_dir: Path, outcome: TenantOutcome) -> None:
+    """Finish the record of a tenant that was stopped or died in the middle."""
+    from runbook.audit import AuditError, RunRecord
+
+    status = "cancelled" if outcome.outcome == INTERRUPTED else "failed"
+    try:
+        record = RunRecord.open(run_dir)
+        run = record.run()
+        if run.get("status") != "running":
+            return
+        record.event("run-abandoned", outcome=outcome.outcome, reason=outcome.detail)
+        for step in run.get("steps", []):
+            if step.get("status") == "running":
+                record.step_finished(step["name"], "failed", error={
+                    "cell": None, "ename": outcome.outcome, "evalue": outcome.detail})
+        record.finish(status)
+    except (AuditError, OSError, ValueError) as exc:
+        # Left unfinished: verify still checks it up to its last complete event.
+        log.warning("%s: record left unfinished: %s", run_dir, exc)
+
+
+def _verify(run_dir: Path) -> tuple[bool, str]:
+    from runbook import audit
+
+    try:
+        result = audit.verify(run_dir)
+    except Exception as exc:  # a damaged folder is a finding, not a crash
+        return False, f"verify failed: {type(exc).__name__}: {exc}"
+    return result.ok, "" if result.ok else result.problems[0]
+
+
+def _run_folders(tenant_dir: Path) -> set[str]:
+    try:
+        return {p.name for p in tenant_dir.iterdir()
+                if p.is_dir() and (p / "run.json").exists()}
+    except FileNotFoundError:
+        return set()
+
+
+# -- stopping a tenant's processes ---------------------------------------------------
+
+
+def stop_processes(process: subprocess.Popen | None, token: str) -> int:
+    """Kill a tenant process, its group and every process with its token.
+
+    Returns how many processes were found by their token. Safe to call on a
+    process that has ended already.
+    """
+    if process is not None and process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    found = 0
+    for _ in range(_KILL_ROUNDS):
+        pids = processes_with_token(token)
+        if not pids:
+            break
+        found += len(pids)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.05)
+    if process is not None:
+        try:
+            process.wait(timeout=_REAP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("tenant process %d survived SIGKILL", process.pid)
+    return found
+
+
+def processes_with_token(token: str) -> list[int]:
+    """Live processes (not this one) whose environment carries `token`."""
+    wanted = f"{TOKEN_ENV}={token}".encode()
+    found = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+# -- the tenant process -------------------------------------------------------------
+
+
+def _tenant_process(fd: int) -> int:
+    """Entry of the tenant process: read the job, run the chain, report."""
+    out = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+
+    def send(**message) -> None:
+        out.write(json.dumps(message, default=str) + "\n")
+
+    job = json.loads(sys.stdin.read())
+    result = _run_tenant(job, lambda text: send(progress=text))
+    send(result=result)
+    out.close()
+    return 0
+
+
+def _run_tenant(job: dict, progress: Callable[[str], None]) -> dict:
+    from runbook import chain
+
+    reports = Path(job["reports_dir"])
+    result: dict = {"run_dir": None, "detail": ""}
+    try:
+        p = params_mod.validate(**job["parameters"])
+        with acquire_tenant_lock(reports, p.tenant):
+            record = chain.run(p, reports_dir=reports, progress=progress)
+        status = record.run()["status"]
+        result.update(run_dir=str(record.path), outcome=_outcome_of(status, p),
+                      detail=_failed_step(record.run()))
+    except TenantBusy as exc:
+        result.update(outcome=BUSY, detail=str(exc), run_dir=None)
+    except Exception as exc:
+        log.exception("tenant run failed")
+        result.update(outcome=FAILED, detail=f"{type(exc).__name__}: {exc}")
+    result["peak_memory_mb"] = _peak_memory_mb()
+    return result
+
+
+def _outcome_of(status: str, p: params_mod.RunParameters) -> str:
+    if status == "planned" and not p.confirm:
+        return PLANNED
+    if status == "succeeded":
+        return SUCCEEDED
+    if status == "cancelled":
+        return INTERRUPTED
+    return FAILED
+
+
+def _failed_step(run: dict) -> str:
+    for step in run.get("steps", []):
+        if step.get("status") == "failed":
+            error = step.get("error") or {}
+            return (f"{step['name']} failed: {error.get('ename', '')}: "
+                    f"{error.get('evalue', '')}").strip()
+    return ""
+
+
+def _peak_memory_mb() -> float:
+    """Peak resident memory of this process plus its largest child (kernel or
+    PowerShell), in MB; Linux reports ru_maxrss in kilobytes."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return round((own + child) * 1024 / scale / 1024, 1)
+
+
+# -- the batch ------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    """The batch folder and every tenant's outcome, in file order."""
+
+    batch_id: str
+    path: Path
+    outcomes: list[TenantOutcome]
+    interrupted: bool = False
+    successes: tuple[str, ...] = (SUCCEEDED,)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.outcomes) and not self.interrupted and all(
+            o.outcome in self.successes for o in self.outcomes)
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for item in self.outcomes:
+            found[item.outcome] = found.get(item.outcome, 0) + 1
+        return found
+
+
+def run_batch(rows: list[BatchRow], *, workers: int = 1, confirm: bool = False,
+              executor: str = "local", scheduler: str | None = None,
+              reports_dir: str | os.PathLike, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+              rejected: list[Rejected] = (), progress: Callable[[str], None] = print,
+              ) -> BatchResult:
+    """Run every row's chain, at most `workers` at once; write the summary.
+
+    `executor` "local" runs the tenants as processes of this machine; "dask"
+    submits each tenant as one task to the `dask.distributed` scheduler at
+    `scheduler` (or to a LocalCluster of `workers` processes on 127.0.0.1
+    when none is given). Rejected rows are listed in the summary as such.
+    Ctrl-C stops every running tenant and returns with `interrupted` set.
+    """
+    if executor not in ("local", "dask"):
+        raise ValueError(f"executor {executor!r} is not one of local, dask")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    reports = Path(reports_dir).resolve()
+    batch_id, folder = _new_batch_folder(reports)
+    outcomes = _initial_outcomes(rows, rejected)
+    jobs = [_job(row, confirm, reports, folder, batch_id, time_limit_s) for row in rows]
+    result = BatchResult(batch_id, folder, outcomes,
+                         successes=(SUCCEEDED,) if confirm else (SUCCEEDED, PLANNED))
+    write_summary(result)
+    progress(f"batch {batch_id}: {len(jobs)} tenants, {len(rejected)} rejected rows, "
+             f"{workers} at once ({executor})")
+
+    record = _recorder(result, folder)
+    if executor == "local":
+        result.interrupted = _run_local(jobs, workers, record, _locked(progress))
+    else:
+        result.interrupted = _run_dask(jobs, workers, scheduler, record,
+                                       _locked(progress))
+
+    for item in outcomes:
+        if item.outcome == PENDING:
+            item.outcome, item.detail = INTERRUPTED, "the batch stopped before it"
+    write_summary(result)
+    progress(f"batch {batch_id}: " + ", ".join(
+        f"{n} {k}" for k, n in sorted(result.counts().items())) + f"; {folder}")
+    return result
+
+
+def _new_batch_folder(reports: Path) -> tuple[str, Path]:
+    batches = reports / "batches"
+    batches.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for _ in range(8):
+        batch_id = f"{stamp}-{secrets.token_hex(2)}"
+        try:
+            (batches / batch_id).mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        (batches / batch_id / "logs").mkdir(mode=0o700)
+        return batch_id, batches / batch_id
+    raise FileExistsError(f"no free batch id under {batches} for {stamp}")
+
+
+def _initial_outcomes(rows: list[BatchRow], rejected: list[Rejected]
+                      ) -> list[TenantOutcome]:
+    outcomes = [TenantOutcome(row.line, row.tenant) for row in rows]
+    outcomes += [TenantOutcome(r.line, r.tenant, REJECTED, detail=r.reason)
+                 for r in rejected]
+    return sorted(outcomes, key=lambda o: o.line)
+
+
+def _job(row: BatchRow, confirm: bool, reports: Path, folder: Path, batch_id: str,
+         time_limit_s: float) -> _Job:
+    p = dataclasses.replace(row.params, confirm=bool(confirm))
+    return _Job(line=row.line, parameters=p.as_dict(), reports_dir=str(reports),
+                log_path=str(folder / "logs" / f"{row.tenant}.log"),
+                token=f"{batch_id}/{row.tenant}/{secrets.token_hex(4)}",
+                time_limit_s=float(time_limit_s))
+
+
+def _recorder(result: BatchResult, folder: Path) -> Callable[[TenantOutcome], None]:
+    """Put a finished tenant into the result and rewrite the summary at once."""
+    guard = threading.Lock()
+    by_line = {o.line: o for o in result.outcomes}
+
+    def record(done: TenantOutcome) -> None:
+        with guard:
+            by_line[done.line].__dict__.update(done.as_dict())
+            if done.log:
+                by_line[done.line].log = os.path.relpath(done.log, folder)
+            write_summary(result)
+
+    return record
+
+
+def _locked(progress: Callable[[str], None]) -> Callable[[str], None]:
+    guard = threading.Lock()
+
+    def say(text: str) -> None:
+        with guard:
+            progress(text)
+
+    return say
+
+
+def _run_local(jobs: list[_Job], workers: int, record, progress) -> bool:
+    """Supervise the tenants from threads of this process; True when interrupted."""
+    stop = threading.Event()
+    pool = futures.ThreadPoolExecutor(max_workers=workers,
+                                      thread_name_prefix="runbook-tenant")
+    running = {pool.submit(_supervise, job, stop.is_set, progress): job for job in jobs}
+    interrupted = False
+    try:
+        while running:
+            try:
+                done, _ = futures.wait(running, timeout=_TICK_S,
+                                       return_when=futures.FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                if not interrupted:
+                    progress("interrupted: stopping every running tenant ...")
+                interrupted = True
+                stop.set()
+                continue
+            for future in done:
+                job = running.pop(future)
+                record(_result_of(future, job))
+    finally:
+        stop.set()
+        pool.shutdown(wait=True)
+    return interrupted
+
+
+def _result_of(future, job: _Job) -> TenantOutcome:
+    try:
+        outcome = future.result()
+    except Exception as exc:  # the supervisor itself failed: still one row
+        log.exception("supervising %s failed", job.tenant)
+        return TenantOutcome(job.line, job.tenant, CRASHED, log=job.log_path,
+                             detail=f"the runner failed: {type(exc).__name__}: {exc}")
+    if isinstance(outcome, dict):
+        outcome = TenantOutcome(**outcome)
+    return outcome
+
+
+def _run_dask(jobs: list[_Job], workers: int, scheduler: str | None, record,
+              progress) -> bool:
+    """Each tenant one Dask task, at most `workers` in flight; True when interrupted."""
+    from dask.distributed import Client, Event, LocalCluster, wait
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+    client = Client(cluster if cluster is not None else scheduler, timeout=30)
+    stop_name = f"runbook-stop-{secrets.token_hex(6)}"
+    stop = Event(stop_name, client=client)
+    queue = list(jobs)
+    flying: dict = {}
+    interrupted = False
+    try:
+        while queue or flying:
+            while queue and len(flying) < workers and not interrupted:
+                job = queue.pop(0)
+                future = client.submit(_dask_tenant, job, stop_name, pure=False,
+                                       key=f"runbook-{job.token.replace('/', '-')}")
+                flying[future] = job
+            try:
+                done = wait(list(flying), timeout=_TICK_S * 5,
+                            return_when="FIRST_COMPLETED").done
+            except KeyboardInterrupt:
+                interrupted = _interrupt(progress, stop, interrupted)
+                queue.clear()
+                continue
+            except Exception:     # dask's own timeout: nothing finished yet
+                done = set()
+            for future in done:
+                record(_result_of(future, flying.pop(future)))
+    finally:
+        stop.set()
+        _sweep(jobs)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return interrupted
+
+
+def _interrupt(progress, stop, already: bool) -> bool:
+    if not already:
+        progress("interrupted: stopping every running tenant ...")
+    stop.set()
+    return True
+
+
+def _sweep(jobs: list[_Job]) -> None:
+    """Kill what tasks of this machine left behind (a cluster closed under them)."""
+    for job in jobs:
+        stop_processes(None, job.token)
+
+
+def _dask_tenant(job: _Job, stop_name: str) -> dict:
+    """One tenant as a Dask task: the same supervisor, the stop from the scheduler."""
+    from dask.distributed import Event, get_client
+
+    stop = Event(stop_name, client=get_client())
+    last = {"at": 0.0, "set": False}
+
+    def should_stop() -> bool:
+        if not last["set"] and time.monotonic() - last["at"] >= _DASK_STOP_TICK_S:
+            last["at"] = time.monotonic()
+            last["set"] = stop.is_set()
+        return last["set"]
+
+    return _supervise(job, should_stop, lambda text: log.info("%s", text)).as_dict()
+
+
+# -- the summary ------------------------------------------------------------------------
+
+
+def write_summary(result: BatchResult) -> None:
+    """Write summary.csv and summary.html into the batch folder (atomically)."""
+    rows = [_summary_row(o, result.path) for o in result.outcomes]
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _spreadsheet_safe(v) for k, v in row.items()})
+    _write_atomic(result.path / "summary.csv", buffer.getvalue())
+    _write_atomic(result.path / "summary.html", _summary_page(result, rows))
+
+
+def _summary_row(o: TenantOutcome, folder: Path) -> dict:
+    run_dir = os.path.relpath(o.run_dir, folder) if o.run_dir else ""
+    return {"line": o.line, "tenant": o.tenant, "outcome": o.outcome,
+            "duration_s": "" if o.duration_s is None else f"{o.duration_s:.1f}",
+            "run_dir": run_dir,
+            "verified": "" if o.verified is None else ("yes" if o.verified else "no"),
+            "peak_memory_mb": "" if o.peak_memory_mb is None else f"{o.peak_memory_mb}",
+            "detail": o.detail}
+
+
+def _spreadsheet_safe(value) -> str:
+    """A cell a spreadsheet shows as text: error messages can start with "=" or "-"."""
+    text = str(value)
+    return "'" + text if text.startswith(_SPREADSHEET_FORMULA) else text
+
+
+def _summary_page(result: BatchResult, rows: list[dict]) -> str:
+    e = html.escape
+    counts = ", ".join(f"{n} {e(k)}" for k, n in sorted(result.counts().items()))
+    body = []
+    for row in rows:
+        link = ""
+        if row["run_dir"]:
+            target = row["run_dir"] + "/report.html"
+            link = f'<a href="{e(target, quote=True)}">{e(row["run_dir"])}</a>'
+        body.append(
+            f'<tr class="{e(row["outcome"])}"><td>{row["line"]}</td>'
+            f'<td>{e(row["tenant"])}</td><td>{e(row["outcome"])}</td>'
+            f'<td>{e(row["duration_s"])}</td><td>{link}</td>'
+            f'<td>{e(row["verified"])}</td><td>{e(row["detail"])}</td></tr>')
+    state = " (interrupted)" if result.interrupted else ""
+    return _PAGE.format(batch=e(result.batch_id), state=state, counts=counts,
+                        rows="\n".join(body))
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Batch {batch}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: left; }}
+tr.succeeded td:nth-child(3), tr.planned td:nth-child(3) {{ color: #070; }}
+tr.failed td:nth-child(3), tr.crashed td:nth-child(3), tr.timed-out td:nth-child(3),
+tr.rejected td:nth-child(3), tr.busy td:nth-child(3) {{ color: #a00; }}
+</style></head><body>
+<h1>Batch {batch}{state}</h1>
+<p>{counts}</p>
+<table><thead><tr><th>line</th><th>tenant</th><th>outcome</th><th>duration (s)</th>
+<th>run folder</th><th>verified</th><th>detail</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+</body></html>
+"""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text, encoding="utf-8")
+    os.chmod(temp, 0o600)
+    os.replace(temp, path)
+
+
+def _utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``runbook batch``: 0 only when every tenant succeeded (planned, unconfirmed)."""
+    args = _parser().parse_args(argv)
+    if args.scheduler and args.executor != "dask":
+        print("runbook batch: --scheduler needs --executor dask", file=sys.stderr)
+        return 2
+    common = {"wait_minutes": args.wait_minutes, "poll_seconds": args.poll_seconds}
+    try:
+        rows, rejected = read_rows(args.tenants, common=common)
+    except BatchFileError as exc:
+        print(f"runbook batch: {exc}", file=sys.stderr)
+        return 2
+    for bad in rejected:
+        print(f"{args.tenants}:{bad.line}: {bad.reason}", file=sys.stderr)
+
+    from runbook.notebook import default_reports_dir
+
+    result = run_batch(rows, workers=args.workers, confirm=args.confirm,
+                       executor=args.executor, scheduler=args.scheduler,
+                       reports_dir=args.reports or default_reports_dir(),
+                       time_limit_s=args.time_limit * 60, rejected=rejected)
+    print(result.path / "summary.html")
+    if result.interrupted:
+        return 130
+    return 0 if result.ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runbook batch",
+        description="Run the migration chain for every tenant of a CSV file.")
+    parser.add_argument("tenants", type=Path, metavar="TENANTS.csv",
+                        help=f"columns: {', '.join(COLUMNS)}")
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="tenants at once (default 1)")
+    parser.add_argument("--confirm", action="store_true",
+                        help="make the changes; without it every tenant only plans")
+    parser.add_argument("--executor", choices=("local", "dask"), default="local")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="a dask.distributed scheduler (with --executor dask)")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES",
+                        default=DEFAULT_TIME_LIMIT_S / 60,
+                        help="stop a tenant after this long (default 45)")
+    parser.add_argument("--reports", type=Path, default=None)
+    parser.add_argument("--wait-minutes", type=float, default=10.0,
+                        help="step 5: how long to wait for mail flow")
+    parser.add_argument("--poll-seconds", type=float, default=15.0)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--tenant-process":
+        sys.exit(_tenant_process(int(sys.argv[2])))
+    sys.exit(main())
