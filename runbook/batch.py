@@ -2,6 +2,7 @@
 
     runbook batch TENANTS.csv [--workers N] [--confirm] [--executor local|dask]
                   [--scheduler ADDRESS] [--time-limit MINUTES] [--reports DIR]
+                  [--steps S1,S2] [--wait-minutes M] [--poll-seconds S]
 
 The phases: every row of the file is validated with the one parameter model
 (`runbook.params`) before any tenant is touched; a bad row is reported with
@@ -65,6 +66,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,7 +94,7 @@ BUSY, REJECTED, PENDING = "busy", "rejected", "pending"
 TOKEN_ENV = "RUNBOOK_BATCH_TOKEN"
 LOCK_NAME = ".lock"
 SUMMARY_FIELDS = ("line", "tenant", "outcome", "duration_s", "run_dir", "verified",
-                  "peak_memory_mb", "detail")
+                  "peak_memory_mb", "log", "detail")
 DEFAULT_TIME_LIMIT_S = 45 * 60.0   # five steps, step 5 alone waits up to 10 min
 
 _KILL_ROUNDS = 50         # sweeps until no process with the token is left
@@ -397,6 +399,17 @@ def _take(path: Path, lock: TenantLock) -> None:
         _write_lock_file(path, info, replace=False)
 
 
+def _drop_lock_of(reports_dir: Path, tenant: str, pid: int) -> None:
+    """Remove the lock a stopped or crashed tenant process left behind."""
+    path = reports_dir / tenant / LOCK_NAME
+    if not path.exists():
+        return
+    with _directory_lock(path.parent):
+        info = _read_lock(path)
+        if info.get("pid") == pid and not _holder_alive(info):
+            path.unlink(missing_ok=True)
+
+
 @contextmanager
 def _directory_lock(folder: Path) -> Iterator[None]:
     """An flock on the tenant folder itself: check-and-take is one step."""
@@ -553,6 +566,7 @@ class _Job:
     log_path: str
     token: str
     time_limit_s: float
+    steps: tuple[str, ...] | None = None
 
     @property
     def tenant(self) -> str:
@@ -570,19 +584,22 @@ def _supervise(job: _Job, should_stop: Callable[[], bool],
     before = _run_folders(tenant_dir)
     started = time.monotonic()
     process, messages = _start_tenant(job)
+    result: dict = {}
     try:
-        ended_by = _follow(process, messages, job, started, should_stop, progress,
-                           outcome)
+        ended_by = _follow(messages, job, started, should_stop, progress, result)
+        if ended_by == "ended":
+            _wait_for_exit(process)
     finally:
-        messages.close()
+        os.close(messages)
         stop_processes(process, job.token)
+        _drop_lock_of(Path(job.reports_dir), job.tenant, process.pid)
     outcome.duration_s = round(time.monotonic() - started, 2)
-    _settle(outcome, ended_by, process, job, tenant_dir, before)
+    _settle(outcome, ended_by, result.get("result"), process, job, tenant_dir, before)
     progress(f"{job.tenant}: {outcome.outcome} ({outcome.duration_s:.1f} s)")
     return outcome
 
 
-def _start_tenant(job: _Job) -> tuple[subprocess.Popen, io.BufferedReader]:
+def _start_tenant(job: _Job) -> tuple[subprocess.Popen, int]:
     read_end, write_end = os.pipe()
     env = dict(os.environ, **{TOKEN_ENV: job.token})
     with open(job.log_path, "ab") as log_file:
@@ -593,63 +610,72 @@ def _start_tenant(job: _Job) -> tuple[subprocess.Popen, io.BufferedReader]:
                  str(write_end)],
                 stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT,
                 env=env, pass_fds=(write_end,), start_new_session=True)
+        except BaseException:
+            os.close(read_end)
+            raise
         finally:
             os.close(write_end)
-    payload = {"parameters": job.parameters, "reports_dir": job.reports_dir}
+    payload = {"parameters": job.parameters, "reports_dir": job.reports_dir,
+               "steps": job.steps}
     try:
         process.stdin.write(json.dumps(payload).encode("utf-8"))
         process.stdin.close()
     except OSError:
         pass      # it died at once; _follow sees the end and calls it a crash
-    return process, os.fdopen(read_end, "rb")
+    return process, read_end
 
 
-def _follow(process, messages, job: _Job, started: float, should_stop,
-            progress, outcome: TenantOutcome) -> str:
-    """Read the tenant's messages until it ends ("ended"), or stop it."""
+def _follow(messages: int, job: _Job, started: float, should_stop, progress,
+            result: dict) -> str:
+    """Read the tenant's messages until it ends ("ended"), or say why to stop it."""
     selector = selectors.DefaultSelector()
     selector.register(messages, selectors.EVENT_READ)
     pending = b""
-    last_stop_check = 0.0
     try:
         while True:
             if time.monotonic() - started > job.time_limit_s:
                 return "time-limit"
-            if time.monotonic() - last_stop_check >= _TICK_S:
-                last_stop_check = time.monotonic()
-                if should_stop():
-                    return "stop"
+            if should_stop():
+                return "stop"
             if not selector.select(timeout=_TICK_S):
                 continue
-            chunk = os.read(messages.fileno(), 65536)
+            chunk = os.read(messages, 65536)
             if not chunk:
                 return "ended"
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                _take_message(line, job, progress, outcome)
+                _take_message(line, job, progress, result)
     finally:
         selector.close()
 
 
-def _take_message(line: bytes, job: _Job, progress, outcome: TenantOutcome) -> None:
+def _take_message(line: bytes, job: _Job, progress, result: dict) -> None:
     try:
         message = json.loads(line)
     except ValueError:
         return
     if "progress" in message:
         progress(f"{job.tenant}: {message['progress']}")
-    if "result" in message:
-        outcome.__dict__["_result"] = message["result"]
+    if isinstance(message.get("result"), dict):
+        result["result"] = message["result"]
 
 
-def _settle(outcome: TenantOutcome, ended_by: str, process: subprocess.Popen,
-            job: _Job, tenant_dir: Path, before: set[str]) -> None:
+def _wait_for_exit(process: subprocess.Popen) -> None:
+    try:
+        process.wait(timeout=_EXIT_AFTER_EOF_S)
+    except subprocess.TimeoutExpired:
+        log.warning("tenant process %d still there %.0f s after its last word",
+                    process.pid, _EXIT_AFTER_EOF_S)
+
+
+def _settle(outcome: TenantOutcome, ended_by: str, result: dict | None,
+            process: subprocess.Popen, job: _Job, tenant_dir: Path,
+            before: set[str]) -> None:
     """Turn how the tenant ended into its outcome, and close its record."""
-    result = outcome.__dict__.pop("_result", None)
     new = sorted(_run_folders(tenant_dir) - before)
-    outcome.run_dir = (result or {}).get("run_dir") or (str(tenant_dir / new[-1])
-                                                        if new else None)
+    outcome.run_dir = (result or {}).get("run_dir") or (
+        str(tenant_dir / new[-1]) if new else None)
     if result is not None:
         outcome.outcome = result["outcome"]
         outcome.detail = result.get("detail", "")
@@ -684,7 +710,7 @@ def _exit(process: subprocess.Popen) -> str:
 
 def _close_abandoned(run_dir: Path, outcome: TenantOutcome) -> None:
     """Finish the record of a tenant that was stopped or died in the middle."""
-    from runbook.audit import AuditError, RunRecord
+    from runbook.audit import RunRecord
 
     status = "cancelled" if outcome.outcome == INTERRUPTED else "failed"
     try:
@@ -698,9 +724,10 @@ def _close_abandoned(run_dir: Path, outcome: TenantOutcome) -> None:
                 record.step_finished(step["name"], "failed", error={
                     "cell": None, "ename": outcome.outcome, "evalue": outcome.detail})
         record.finish(status)
-    except (AuditError, OSError, ValueError) as exc:
-        # Left unfinished: verify still checks it up to its last complete event.
-        log.warning("%s: record left unfinished: %s", run_dir, exc)
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the row stays
+        # Left unfinished (or sealed without its page): verify still checks it
+        # up to its last complete event.
+        log.warning("%s: record not closed: %s: %s", run_dir, type(exc).__name__, exc)
 
 
 def _verify(run_dir: Path) -> tuple[bool, str]:
@@ -779,7 +806,12 @@ def processes_with_token(token: str) -> list[int]:
 
 def _tenant_process(fd: int) -> int:
     """Entry of the tenant process: read the job, run the chain, report."""
+    # Kernels and PowerShell children must not hold the pipe open: its end
+    # is how the supervisor learns that this process is gone.
+    os.set_inheritable(fd, False)
     out = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def send(**message) -> None:
         out.write(json.dumps(message, default=str) + "\n")
@@ -798,11 +830,12 @@ def _run_tenant(job: dict, progress: Callable[[str], None]) -> dict:
     result: dict = {"run_dir": None, "detail": ""}
     try:
         p = params_mod.validate(**job["parameters"])
+        steps = tuple(job.get("steps") or chain.STEPS)
         with acquire_tenant_lock(reports, p.tenant):
-            record = chain.run(p, reports_dir=reports, progress=progress)
+            record = chain.run(p, reports_dir=reports, steps=steps, progress=progress)
         status = record.run()["status"]
         result.update(run_dir=str(record.path), outcome=_outcome_of(status, p),
-                      detail=_failed_step(record.run()))
+                      detail=_failed_step(record))
     except TenantBusy as exc:
         result.update(outcome=BUSY, detail=str(exc), run_dir=None)
     except Exception as exc:
@@ -822,12 +855,17 @@ def _outcome_of(status: str, p: params_mod.RunParameters) -> str:
     return FAILED
 
 
-def _failed_step(run: dict) -> str:
-    for step in run.get("steps", []):
-        if step.get("status") == "failed":
-            error = step.get("error") or {}
-            return (f"{step['name']} failed: {error.get('ename', '')}: "
-                    f"{error.get('evalue', '')}").strip()
+def _failed_step(record) -> str:
+    """Which step failed and why: its error, else its verdict's message."""
+    for step in record.run().get("steps", []):
+        if step.get("status") != "failed":
+            continue
+        error = step.get("error") or {}
+        if error:
+            return f"{step['name']} failed: {error.get('ename')}: {error.get('evalue')}"
+        verdicts = [e["data"].get("message", "") for e in record.events()
+                    if e["kind"] == "verdict" and e["data"].get("step") == step["name"]]
+        return f"{step['name']} failed: {verdicts[-1] if verdicts else 'no verdict'}"
     return ""
 
 
@@ -836,10 +874,10 @@ def _peak_memory_mb() -> float:
     PowerShell), in MB; Linux reports ru_maxrss in kilobytes."""
     import resource
 
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
-    return round((own + child) * 1024 / scale / 1024, 1)
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    kilobytes = peak / 1024 if sys.platform == "darwin" else peak  # macOS: bytes
+    return round(kilobytes / 1024, 1)
 
 
 # -- the batch ------------------------------------------------------------------------
@@ -870,24 +908,28 @@ class BatchResult:
 def run_batch(rows: list[BatchRow], *, workers: int = 1, confirm: bool = False,
               executor: str = "local", scheduler: str | None = None,
               reports_dir: str | os.PathLike, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
-              rejected: list[Rejected] = (), progress: Callable[[str], None] = print,
-              ) -> BatchResult:
+              rejected: list[Rejected] = (), steps: tuple[str, ...] | None = None,
+              progress: Callable[[str], None] = print) -> BatchResult:
     """Run every row's chain, at most `workers` at once; write the summary.
 
     `executor` "local" runs the tenants as processes of this machine; "dask"
     submits each tenant as one task to the `dask.distributed` scheduler at
     `scheduler` (or to a LocalCluster of `workers` processes on 127.0.0.1
     when none is given). Rejected rows are listed in the summary as such.
-    Ctrl-C stops every running tenant and returns with `interrupted` set.
+    `steps` runs only those steps of the chain (e.g. the prerequisites of
+    every tenant before the day of the migration). Ctrl-C stops every
+    running tenant and returns with `interrupted` set.
     """
     if executor not in ("local", "dask"):
         raise ValueError(f"executor {executor!r} is not one of local, dask")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
+    steps = _chain_steps(steps)
     reports = Path(reports_dir).resolve()
     batch_id, folder = _new_batch_folder(reports)
     outcomes = _initial_outcomes(rows, rejected)
-    jobs = [_job(row, confirm, reports, folder, batch_id, time_limit_s) for row in rows]
+    jobs = [_job(row, confirm, reports, folder, batch_id, time_limit_s, steps)
+            for row in rows]
     result = BatchResult(batch_id, folder, outcomes,
                          successes=(SUCCEEDED,) if confirm else (SUCCEEDED, PLANNED))
     write_summary(result)
@@ -933,13 +975,25 @@ def _initial_outcomes(rows: list[BatchRow], rejected: list[Rejected]
     return sorted(outcomes, key=lambda o: o.line)
 
 
+def _chain_steps(steps) -> tuple[str, ...] | None:
+    """The chosen steps in chain order; None for all of them."""
+    if not steps:
+        return None
+    from runbook import chain
+
+    unknown = [s for s in steps if s not in chain.STEPS]
+    if unknown:
+        raise ValueError(f"step {unknown[0]!r} is not one of {', '.join(chain.STEPS)}")
+    return tuple(s for s in chain.STEPS if s in steps)
+
+
 def _job(row: BatchRow, confirm: bool, reports: Path, folder: Path, batch_id: str,
-         time_limit_s: float) -> _Job:
+         time_limit_s: float, steps: tuple[str, ...] | None) -> _Job:
     p = dataclasses.replace(row.params, confirm=bool(confirm))
     return _Job(line=row.line, parameters=p.as_dict(), reports_dir=str(reports),
                 log_path=str(folder / "logs" / f"{row.tenant}.log"),
                 token=f"{batch_id}/{row.tenant}/{secrets.token_hex(4)}",
-                time_limit_s=float(time_limit_s))
+                time_limit_s=float(time_limit_s), steps=steps)
 
 
 def _recorder(result: BatchResult, folder: Path) -> Callable[[TenantOutcome], None]:
@@ -979,15 +1033,16 @@ def _run_local(jobs: list[_Job], workers: int, record, progress) -> bool:
             try:
                 done, _ = futures.wait(running, timeout=_TICK_S,
                                        return_when=futures.FIRST_COMPLETED)
+                for future in done:
+                    # Recorded before it leaves `running`: a Ctrl-C in between
+                    # records it again on the next round, never loses it.
+                    record(_result_of(future, running[future]))
+                    del running[future]
             except KeyboardInterrupt:
                 if not interrupted:
                     progress("interrupted: stopping every running tenant ...")
                 interrupted = True
                 stop.set()
-                continue
-            for future in done:
-                job = running.pop(future)
-                record(_result_of(future, job))
     finally:
         stop.set()
         pool.shutdown(wait=True)
@@ -1029,16 +1084,15 @@ def _run_dask(jobs: list[_Job], workers: int, scheduler: str | None, record,
                                        key=f"runbook-{job.token.replace('/', '-')}")
                 flying[future] = job
             try:
-                done = wait(list(flying), timeout=_TICK_S * 5,
-                            return_when="FIRST_COMPLETED").done
+                done = _finished(wait, flying)
+                for future in done:
+                    outcome = _result_of(future, flying[future])
+                    progress(f"{outcome.tenant}: {outcome.outcome}")
+                    record(outcome)
+                    del flying[future]
             except KeyboardInterrupt:
                 interrupted = _interrupt(progress, stop, interrupted)
                 queue.clear()
-                continue
-            except Exception:     # dask's own timeout: nothing finished yet
-                done = set()
-            for future in done:
-                record(_result_of(future, flying.pop(future)))
     finally:
         stop.set()
         _sweep(jobs)
@@ -1046,6 +1100,13 @@ def _run_dask(jobs: list[_Job], workers: int, scheduler: str | None, record,
         if cluster is not None:
             cluster.close()
     return interrupted
+
+
+def _finished(wait, flying: dict) -> set:
+    try:
+        return wait(list(flying), timeout=_TICK_S * 5, return_when="FIRST_COMPLETED").done
+    except TimeoutError:   # nothing finished within the tick
+        return set()
 
 
 def _interrupt(progress, stop, already: bool) -> bool:
@@ -1099,7 +1160,7 @@ def _summary_row(o: TenantOutcome, folder: Path) -> dict:
             "run_dir": run_dir,
             "verified": "" if o.verified is None else ("yes" if o.verified else "no"),
             "peak_memory_mb": "" if o.peak_memory_mb is None else f"{o.peak_memory_mb}",
-            "detail": o.detail}
+            "log": o.log or "", "detail": o.detail}
 
 
 def _spreadsheet_safe(value) -> str:
@@ -1113,18 +1174,25 @@ def _summary_page(result: BatchResult, rows: list[dict]) -> str:
     counts = ", ".join(f"{n} {e(k)}" for k, n in sorted(result.counts().items()))
     body = []
     for row in rows:
-        link = ""
-        if row["run_dir"]:
-            target = row["run_dir"] + "/report.html"
-            link = f'<a href="{e(target, quote=True)}">{e(row["run_dir"])}</a>'
+        link = _link(row["run_dir"] + "/report.html", row["run_dir"]) if (
+            row["run_dir"]) else ""
         body.append(
             f'<tr class="{e(row["outcome"])}"><td>{row["line"]}</td>'
             f'<td>{e(row["tenant"])}</td><td>{e(row["outcome"])}</td>'
             f'<td>{e(row["duration_s"])}</td><td>{link}</td>'
-            f'<td>{e(row["verified"])}</td><td>{e(row["detail"])}</td></tr>')
+            f'<td>{e(row["verified"])}</td><td>{_link(row["log"])}</td>'
+            f'<td>{e(row["detail"])}</td></tr>')
     state = " (interrupted)" if result.interrupted else ""
     return _PAGE.format(batch=e(result.batch_id), state=state, counts=counts,
                         rows="\n".join(body))
+
+
+def _link(target: str, text: str | None = None) -> str:
+    """A relative link; the target is a path inside the reports folder."""
+    if not target:
+        return ""
+    href = "/".join(urllib.parse.quote(part) for part in target.split("/"))
+    return f'<a href="{html.escape(href)}">{html.escape(text or target)}</a>'
 
 
 _PAGE = """<!DOCTYPE html>
@@ -1141,7 +1209,7 @@ tr.rejected td:nth-child(3), tr.busy td:nth-child(3) {{ color: #a00; }}
 <h1>Batch {batch}{state}</h1>
 <p>{counts}</p>
 <table><thead><tr><th>line</th><th>tenant</th><th>outcome</th><th>duration (s)</th>
-<th>run folder</th><th>verified</th><th>detail</th></tr></thead>
+<th>run folder</th><th>verified</th><th>log</th><th>detail</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table>
@@ -1183,7 +1251,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run_batch(rows, workers=args.workers, confirm=args.confirm,
                        executor=args.executor, scheduler=args.scheduler,
                        reports_dir=args.reports or default_reports_dir(),
-                       time_limit_s=args.time_limit * 60, rejected=rejected)
+                       time_limit_s=args.time_limit * 60, rejected=rejected,
+                       steps=args.steps)
     print(result.path / "summary.html")
     if result.interrupted:
         return 130
@@ -1207,10 +1276,24 @@ def _parser() -> argparse.ArgumentParser:
                         default=DEFAULT_TIME_LIMIT_S / 60,
                         help="stop a tenant after this long (default 45)")
     parser.add_argument("--reports", type=Path, default=None)
+    parser.add_argument("--steps", type=_step_list, default=None, metavar="S1,S2",
+                        help="only these steps, e.g. 01-prerequisites")
     parser.add_argument("--wait-minutes", type=float, default=10.0,
                         help="step 5: how long to wait for mail flow")
     parser.add_argument("--poll-seconds", type=float, default=15.0)
     return parser
+
+
+def _step_list(text: str) -> tuple[str, ...]:
+    from runbook import chain
+
+    steps = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in steps if s not in chain.STEPS]
+    if unknown or not steps:
+        raise argparse.ArgumentTypeError(
+            f"{unknown[0] if unknown else text!r} is not a step; the steps are "
+            f"{', '.join(chain.STEPS)}")
+    return steps
 
 
 def _positive_int(text: str) -> int:

@@ -30,7 +30,7 @@ class ConfigurePlan:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        parts = []
+        parts = list(self.notes)
         names = ", ".join(self.expected_connectors)
         parts.append(f"Would create {names} with module {self.module_version}"
                      if self.create_connectors else f"{names} exist with the CBC values")
@@ -39,7 +39,7 @@ class ConfigurePlan:
                          if self.create_rules else "the rules exist")
         else:
             parts.append(f"{self.module_version} creates no rules in this mode")
-        return "; ".join(parts) + "."
+        return " ".join(parts[:len(self.notes)] + ["; ".join(parts[len(self.notes):]) + "."])
 
 
 def plan(p, *, module_version: str, tenant_id: str, connectors: list[dict],
@@ -74,6 +74,29 @@ def plan(p, *, module_version: str, tenant_id: str, connectors: list[dict],
             f"{module_version} creates; run step 3 (cleanup) first")
     if not expected_rules:
         result.create_rules = False
+    return result
+
+
+def plan_step(p, inv, *, module_version: str, tenant_id: str) -> ConfigurePlan:
+    """Step 4's plan. A plan-only run whose step 3 removed nothing yet plans
+    against the tenant as step 3 would leave it, and says so."""
+    def make(connectors, rules):
+        return plan(p, module_version=module_version, tenant_id=tenant_id,
+                    connectors=connectors, rules=rules)
+
+    try:
+        return make(inv.inbound_connectors + inv.outbound_connectors, inv.transport_rules)
+    except ConfigureBlocked:
+        if p.confirm:
+            raise
+    from runbook import cleanup
+
+    removed = {id(i.obj) for i in cleanup.plan(inv).removals}
+    left = [o for o in inv.inbound_connectors + inv.outbound_connectors
+            if id(o) not in removed]
+    result = make(left, [r for r in inv.transport_rules if id(r) not in removed])
+    result.notes.append(f"Planned as if step 3 had removed the {len(removed)} old "
+                        "SEPPmail objects it plans to remove.")
     return result
 
 

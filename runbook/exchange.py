@@ -139,8 +139,13 @@ class ExchangeOnline:
         }, target=f"seppmail365cloud {version}")
 
     def new_sc365_connectors(self, *, domain: str, region: str, routing: str) -> list[dict]:
+        # -force: the module would otherwise stop at a Y/N prompt on hybrid tenants
+        # (§1.2 step 6), which a non-interactive host cannot answer. Its other
+        # effect, replacing a same-name connector, never applies: step 4's plan
+        # refuses to run while such a connector exists.
         return self.change("New-SC365Connectors", {
             "SEPPmailCloudDomain": domain, "region": region, "routing": routing,
+            "force": True,
         }, target=f"connectors for {domain} ({routing}, {region})")
 
     def new_sc365_rules(self, *, domains: Iterable[str], routing: str) -> list[dict]:

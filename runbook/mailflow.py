@@ -48,7 +48,9 @@ def observe(exo, *, since: datetime, inbound_name: str, outbound_name: str,
             status: FlowStatus) -> FlowStatus:
     """One look at the trace: update which directions have been seen."""
     now = datetime.now(timezone.utc)
-    rows = exo.message_trace(since, now + timedelta(minutes=1))
+    # The trace answers at most 10 days per query (exchange-objects §11).
+    start = max(since, now - timedelta(days=10) + timedelta(minutes=2))
+    rows = exo.message_trace(start, now + timedelta(minutes=1))
     status.polls += 1
     status.messages_seen = len(rows)
     passes: Counter[tuple[str, str]] = Counter()
@@ -108,9 +110,15 @@ def verdict(status: FlowStatus, wait_seconds: float) -> tuple[str, str]:
 
 
 def connectors_created(exo, inbound_name: str) -> datetime | None:
-    """When the new inbound connector was created; None when it does not exist."""
+    """When the new (CBC) inbound connector was created; None when there is none.
+
+    A pre-CBC connector of the same name (a plan run before step 3) does not count.
+    """
+    from runbook import inventory
+
     for connector in exo.inbound_connectors():
-        if str(connector.get("Name", "")).lower() == inbound_name.lower():
+        if str(connector.get("Name", "")).lower() == inbound_name.lower() and \
+                inventory.classify("inbound_connector", connector).cls == inventory.CBC:
             created = connector.get("WhenCreatedUTC") or connector.get("WhenCreated")
             if isinstance(created, datetime):
                 return created

@@ -178,7 +178,7 @@ def test_enum_parameter_refuses_unknown_value(inline):
     assert "Default, HybridWizard, Migrated" in err.message
 
 
-# --- identities (§1, §9) ---------------------------------------------------------------
+# --- identities (§1, §9) ----------------------------------------------------------
 
 def test_connector_carries_the_exchange_assigned_fields(inline):
     """§1: Identity = Name = Id, Guid = ExchangeObjectId, DN, versions, UTC times."""
@@ -241,7 +241,7 @@ def test_accepted_domains_include_the_initial_domain(inline):
     assert domains["contoso.ch"]["ExchangeVersion"] == "0.20 (15.0.0.0)"
 
 
-# --- connectors: defaults and checks (§2, §3, §9) ------------------------------------
+# --- connectors: defaults and checks (§2, §3, §9) ---------------------------------
 
 def test_new_inbound_connector_defaults(inline):
     """§2 table: the defaults on New; SenderDomains stored `smtp:<d>;1`."""
@@ -451,7 +451,7 @@ def test_every_mutation_is_recorded_with_time(inline):
     assert inline.dirty is True
 
 
-# --- transport rules (§4, §9) --------------------------------------------------------------
+# --- transport rules (§4, §9) -----------------------------------------------------
 
 def rule_order(tenant):
     return [(r["Priority"], r["Name"]) for r in tenant.invoke("Get-TransportRule")]
@@ -526,7 +526,7 @@ def test_set_transport_rule_has_no_enabled_parameter(inline):
 
 
 def test_duplicate_rule_name_is_rule_name_already_exist(inline):
-    """§9 "Duplicate names": ArgumentException RuleNameAlreadyExist, InvalidArgument."""
+    """§9 "Duplicate names": RuleNameAlreadyExist, category InvalidArgument."""
     err = error_of(inline, "New-TransportRule", Name="tag EXTERNAL senders", SetSCL=1)
     assert (err.error_id, err.category) == ("RuleNameAlreadyExist", "InvalidArgument")
 
@@ -566,9 +566,11 @@ def test_past_activation_date_is_stored_as_null(inline):
 
 def test_route_needs_an_enabled_rule_scoped_connector(inline):
     """§9: RouteMessageOutboundConnector needs existing, enabled, scoped."""
-    err = error_of(inline, "New-TransportRule", Name="R1", SentToScope="NotInOrganization",
+    err = error_of(inline, "New-TransportRule", Name="R1",
+                   SentToScope="NotInOrganization",
                    RouteMessageOutboundConnector="[SEPPmail.cloud] Outbound-InLine")
-    assert err.error_id == "ArgumentException" and "IsTransportRuleScoped" in err.message
+    assert err.error_id == "ArgumentException"
+    assert "IsTransportRuleScoped" in err.message
     err = error_of(inline, "New-TransportRule", Name="R2",
                    RouteMessageOutboundConnector="Nowhere")
     assert "couldn't be found" in err.message
@@ -629,7 +631,7 @@ def test_result_size_cuts_and_warns(parallel):
     assert "ResultSize" in parallel.take_warnings()[0]
 
 
-# --- tenant-wide settings (§6) --------------------------------------------------------------
+# --- tenant-wide settings (§6) ----------------------------------------------------
 
 def test_arc_config_has_no_object_when_unconfigured():
     """§6: Get-ArcConfig returned no object on a tenant without ARC."""
@@ -670,7 +672,8 @@ def test_connection_filter_ip_allow_list_edits(inline):
     inline.invoke("Set-HostedConnectionFilterPolicy", Identity="Default",
                   IPAllowList={"Add": ["86.119.9.0/29", "217.20.196.64/27"]})
     inline.invoke("Set-HostedConnectionFilterPolicy", Identity="Default",
-                  IPAllowList={"Add": ["1.2.3.1-1.2.3.200"], "Remove": ["86.119.9.0/29"]})
+                  IPAllowList={"Add": ["1.2.3.1-1.2.3.200"],
+                               "Remove": ["86.119.9.0/29"]})
     [policy] = inline.invoke("Get-HostedConnectionFilterPolicy")
     assert policy["IPAllowList"] == ["217.20.196.64/27", "1.2.3.1-1.2.3.200"]
     for bad in ("2001:620:5ca1:200b::/64", "86.119.0.0/23", "1.2.3.0-1.2.4.0"):

@@ -201,7 +201,7 @@ def test_stray_prints_go_to_stderr_not_the_protocol(inline_file, monkeypatch, ca
         print("diagnostic chatter")
         return [{"Name": "quiet"}]
 
-    monkeypatch.setitem(registry.COMMANDS, "get-acceptedDomain".lower(), noisy)
+    monkeypatch.setitem(registry.COMMANDS, "get-accepteddomain", noisy)
     stdin = io.TextIOWrapper(io.BytesIO(json.dumps(
         {"id": 1, "command": "Get-AcceptedDomain", "parameters": {}}).encode() + b"\n"))
     out = io.BytesIO()

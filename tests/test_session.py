@@ -4,6 +4,7 @@ import errno
 import gc
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from runbook.powershell import (ChildStartError, CommandFailed, CommandRefused,
-                                ObjectNotFound, PowerShellError, Reply, Session,
-                                pwsh_command, sandbox_command)
+                                ObjectNotFound, PowerShellError, ProtocolError, Reply,
+                                Session, SessionTimeout, pwsh_command, sandbox_command)
 from runbook.powershell.session import BRIDGE_SCRIPT
 
 CHILDREN = Path(__file__).parent / "fault_children"
@@ -283,3 +284,18 @@ def test_sandbox_command_uses_this_interpreter(tmp_path):
     state = tmp_path / "contoso.state.json"
     assert sandbox_command(state) == [sys.executable, "-m", "runbook.sandbox",
                                       "--state", str(state)]
+
+
+def test_errors_survive_pickling_with_their_attributes():
+    errors = [
+        ObjectNotFound("Get-InboundConnector", [NOT_FOUND], ["w"], [{"a": 1}]),
+        ProtocolError("a line that is not JSON", line="x", exit_code=-9,
+                      stderr_tail="boom", command="Get-TransportRule"),
+        SessionTimeout("Get-TransportRule", 0.5),
+        ChildStartError(["pwsh"], FileNotFoundError(errno.ENOENT, "No such file")),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert vars(copy).keys() == vars(error).keys()
+    assert pickle.loads(pickle.dumps(errors[0])).identity == "nosuch"

@@ -151,10 +151,8 @@ version, imported = configure.module_version(ctx.exo, ctx.params.module_version,
 tenant_id = str(ctx.connection.get("TenantID", ""))
 f"module {version}, tenant id {tenant_id}"'''),
         ("code", '''\
-now = inventory.take(ctx.exo)
-plan = configure.plan(ctx.params, module_version=version, tenant_id=tenant_id,
-                      connectors=now.inbound_connectors + now.outbound_connectors,
-                      rules=now.transport_rules)
+plan = configure.plan_step(ctx.params, inventory.take(ctx.exo),
+                          module_version=version, tenant_id=tenant_id)
 plan.summary()'''),
         ("code", '''\
 if ctx.params.confirm:

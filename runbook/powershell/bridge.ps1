@@ -538,7 +538,17 @@ function Invoke-Request {
         $errors.Add((New-ErrorData "bridge: $($_.Exception.Message)" 'InvalidData' `
                     'RunbookBadRequest' $null))
     }
-    Write-Reply $id $output $errors $warnings $stopwatch
+    try {
+        Write-Reply $id $output $errors $warnings $stopwatch
+    } catch {
+        # Output that cannot be serialised still gets its one reply line.
+        $failed = [System.Collections.Generic.List[object]]::new()
+        $reason = "bridge: reply not serialisable: $($_.Exception.Message)"
+        $failed.Add((New-ErrorData $reason 'InvalidResult' 'RunbookReplyNotSerialisable' `
+                    $null))
+        Write-Reply $id ([System.Collections.Generic.List[object]]::new()) $failed `
+            $warnings $stopwatch
+    }
 }
 
 # --- start and serve -------------------------------------------------------

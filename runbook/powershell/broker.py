@@ -54,13 +54,14 @@ import struct
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import errors as errors_mod
 from .errors import CommandFailed, CommandRefused, PowerShellError, ProtocolError
 from .errors import SessionTimeout, reply_error
-from .session import Reply
+from .session import Reply, Session
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ _CONNECT_TIMEOUT_S = 10.0  # connect and read the broker's hello
 _REPLY_GRACE_S = 10.0     # on top of the call's own limit, for the lock and a restart
 _MAX_PATH = 100           # sun_path holds 108 bytes on Linux, 104 on macOS
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_HUNG_UP = "the session broker closed the connection"
 
 # The classes a "raised" record may name; anything else arrives as the base.
 _RAISABLE = {cls.__name__: cls for cls in (
@@ -94,6 +96,28 @@ class BrokerUnavailable(PowerShellError):
 
 
 # -- the server side ---------------------------------------------------------
+
+
+@contextmanager
+def serve(argv: Sequence[str], *, timeout: float,
+          connect: Callable[[Session], None] | None = None,
+          path: str | os.PathLike | None = None) -> Iterator["SessionBroker"]:
+    """A run's shared session: start the child, connect, serve; close at the end.
+
+    `connect(session)` runs once now and again after every restart of the
+    child (a restarted child knows no connection). Whatever fails on the way
+    in closes the child again and is raised: the caller decides whether the
+    steps then open sessions of their own.
+    """
+    session = Session(argv, timeout=timeout)
+    try:
+        if connect is not None:
+            connect(session)
+            session.on_start = connect
+        with SessionBroker(session, path) as broker:
+            yield broker
+    finally:
+        session.close()
 
 
 class SessionBroker:
@@ -411,7 +435,7 @@ class RemoteSession:
                   limit: float) -> dict:
         deadline = time.monotonic() + limit + _REPLY_GRACE_S
         try:
-            self._socket.sendall(text.encode("ascii"))
+            self._send(text, command)
             message = self._read_line(deadline, command)
         except BaseException:
             # A late reply must never answer a later call: drop the connection.
@@ -419,8 +443,7 @@ class RemoteSession:
             raise
         if message is None:
             self._disconnect()
-            raise ProtocolError("the session broker closed the connection",
-                                command=command)
+            raise ProtocolError(_HUNG_UP, command=command)
         if message.get("id") != request_id:
             self._disconnect()
             raise ProtocolError(f"reply for id {message.get('id')!r} while waiting "
@@ -428,6 +451,12 @@ class RemoteSession:
         if isinstance(message.get("hello"), dict):
             self.hello = message["hello"]
         return message
+
+    def _send(self, text: str, command: str) -> None:
+        try:
+            self._socket.sendall(text.encode("ascii"))
+        except OSError as exc:
+            raise ProtocolError(_HUNG_UP, command=command) from exc
 
     def _read_line(self, deadline: float, waiting_for: str) -> dict | None:
         remaining = deadline - time.monotonic()

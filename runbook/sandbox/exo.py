@@ -320,6 +320,7 @@ def exo_cmdlet(name: str, spec: dict[str, str], *, required=(),
 
         run.__name__, run.__doc__ = fn.__name__, fn.__doc__
         run.spec = spec  # type: ignore[attr-defined]
+        run.should_process = should_process  # type: ignore[attr-defined]
         return cmdlet(name)(run)
 
     return wrap
@@ -452,7 +453,9 @@ def exception_for(kind: str, name: str) -> CmdletError:
 
 # --- values -----------------------------------------------------------------
 
-_DOMAIN = re.compile(r"(?i)(\*|(\*\.)?[a-z0-9](?:[a-z0-9-]{0,62})(?:\.[a-z0-9-]{1,63})*)")
+# Domains in their ASCII form: an IDN is given as punycode [I].
+_DOMAIN = re.compile(
+    r"(?i)(\*|(\*\.)?[a-z0-9](?:[a-z0-9-]{0,62})(?:\.[a-z0-9-]{1,63})*)")
 
 
 def _domain_value(value: str, what: str) -> str:
@@ -569,7 +572,8 @@ OUTBOUND_SET_ONLY = {"ValidationRecipients": "strings", "IsValidated": "bool",
 _INBOUND_LISTS = {
     "SenderIPAddresses": sender_ip, "SenderDomains": sender_domain,
     "EFSkipIPs": _skip_ip,
-    "AssociatedAcceptedDomains": lambda v: _domain_value(v, "AssociatedAcceptedDomains"),
+    "AssociatedAcceptedDomains":
+        lambda v: _domain_value(v, "AssociatedAcceptedDomains"),
 }
 _OUTBOUND_LISTS = {
     "SmartHosts": smart_host,
@@ -948,7 +952,7 @@ def _phrase(name: str, value) -> str:
 
 
 def describe_rule(rule: dict) -> str:
-    """§4 Description: "If the message:\\r\\n\\t…\\r\\nTake the following actions:…"."""
+    """§4 Description: "If the message: … Take the following actions: …"."""
     def lines(names):
         return [_phrase(n, rule[n]) for n in names
                 if rule.get(n) not in (None, [], False)]

@@ -126,7 +126,7 @@ def repository_trusted(state: dict, name: str = REPOSITORY) -> bool:
     return False
 
 
-# --- shared logic -------------------------------------------------------------------
+# --- shared logic ------------------------------------------------------------------
 
 
 def _no_match(name: str, command: str) -> CmdletError:
@@ -212,7 +212,8 @@ def _item(entry: dict, installed: dict | None = None) -> dict:
         "InstalledLocation": installed.get("InstalledLocation") if installed else None,
         "Repository": REPOSITORY, "RepositorySourceLocation": SOURCE_LOCATION,
         "PackageManagementProvider": "NuGet",
-        "AdditionalMetadata": {"IsPrerelease": "true" if version.prerelease else "false"},
+        "AdditionalMetadata": {
+            "IsPrerelease": "true" if version.prerelease else "false"},
     }
 
 
@@ -296,7 +297,7 @@ def _not_modelled_parameters(command: str, bound: dict, names: tuple) -> None:
                 target=name)
 
 
-# --- Find-Module ------------------------------------------------------------------
+# --- Find-Module -------------------------------------------------------------------
 
 FIND_SPEC = {
     "Name": "strings", "RequiredVersion": "string", "MinimumVersion": "string",
@@ -352,7 +353,7 @@ def _check_repository(tenant, bound: dict) -> None:
                          ".Cmdlets.FindPackage", target=repo)
 
 
-# --- Install-Module ------------------------------------------------------------------
+# --- Install-Module ----------------------------------------------------------------
 
 INSTALL_SPEC = {
     "Name": "strings", "RequiredVersion": "string", "MinimumVersion": "string",
@@ -386,7 +387,7 @@ def install_module(tenant, params):
     return output
 
 
-# --- Get-InstalledModule ----------------------------------------------------------------
+# --- Get-InstalledModule -----------------------------------------------------------
 
 INSTALLED_SPEC = {
     "Name": "strings", "RequiredVersion": "string", "MinimumVersion": "string",
@@ -425,7 +426,7 @@ def _installed_items(state: dict, pattern: str, bound: dict) -> list[dict]:
     return [_item(_gallery_record(state, e), e) for e in _select(entries, bound)]
 
 
-# --- Import-Module -------------------------------------------------------------------
+# --- Import-Module -----------------------------------------------------------------
 
 IMPORT_SPEC = {
     "Name": "strings", "RequiredVersion": "string", "MinimumVersion": "string",
@@ -524,7 +525,7 @@ def module_info(entry: dict) -> dict:
     }
 
 
-# --- Get-Module -----------------------------------------------------------------------
+# --- Get-Module --------------------------------------------------------------------
 
 GET_MODULE_SPEC = {"Name": "strings", "ListAvailable": "switch", "All": "switch",
                    "Refresh": "switch", "FullyQualifiedName": "any"}
@@ -537,10 +538,10 @@ def get_module(tenant, params):
     _not_modelled_parameters("Get-Module", bound, ("FullyQualifiedName",))
     patterns = bound.get("Name") or ["*"]
     if bound.get("ListAvailable"):
+        # By name, each name's versions newest first, as the folders list them.
         entries = sorted(tenant.state.get("installed_modules", []),
-                         key=lambda e: (e["Name"].lower(),
-                                        Version.parse(e["Version"]).release_key()),
-                         reverse=False)
+                         key=lambda e: Version.parse(e["Version"]).release_key(),
+                         reverse=True)
         entries = sorted(entries, key=lambda e: e["Name"].lower())
     else:
         entries = _loaded(tenant)

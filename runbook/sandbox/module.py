@@ -55,6 +55,9 @@ def _function(command: str):
 
     run.__name__ = command.replace("-", "_").lower()
     run.__doc__ = f"{command}: dispatched on the imported seppmail365cloud version."
+    # The child adds -Confirm:$false to confirmed requests only where the
+    # function has it (runbook.sandbox.server); that depends on the version.
+    run.should_process = lambda tenant: supports_should_process(tenant, command)
     return run
 
 

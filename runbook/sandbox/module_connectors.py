@@ -154,7 +154,8 @@ def _plan(call: Call, domain: str, routing: str) -> Plan:
         raise null_method()  # $regionConfig is $null without -region (p1/p2)
     if call.trait("inbound_certificate") == "tenant":
         # §3.2: tenant ID + the region's TLS name without the `*`.
-        certificate = tenant_id(call, domain) + region["TlsCertificate"].replace("*", "")
+        suffix = region["TlsCertificate"].replace("*", "")
+        certificate = tenant_id(call, domain) + suffix
     else:
         certificate = region["TlsCertificate"]  # §3.3: 1.2.5 used the wildcard
     return Plan(routing, domain, smarthost(domain, routing), region, certificate,
@@ -315,7 +316,7 @@ def _allow_list_region(call: Call, region: dict) -> None:
                  IPAllowList=merged)
 
 
-# --- Get-SC365Connectors -------------------------------------------------------------
+# --- Get-SC365Connectors -----------------------------------------------------------
 
 
 @implements("Get-SC365Connectors")
@@ -369,7 +370,7 @@ def _connector_view(connector: dict, tls_name, shape: str) -> dict:
             "Region": _second_label(tls_name)}
 
 
-# --- Remove-SC365Connectors ------------------------------------------------------------
+# --- Remove-SC365Connectors --------------------------------------------------------
 
 
 @implements("Remove-SC365Connectors")

@@ -123,16 +123,12 @@ class Profile:
         """The parameter definition of a modelled function (KeyError if none)."""
         return self.data["cmdlets"][self._cmdlets[command.lower()]]
 
-    @property
-    def exported_functions(self) -> list[str]:
-        return list(self.data["FunctionsToExport"])
-
     # --- behaviour ------------------------------------------------------------
     def trait(self, name: str):
         return self.data["traits"][name]
 
-    def message(self, name: str, **fields) -> str:
-        return self.data["messages"][name].format(**fields)
+    def message(self, key: str, **fields) -> str:
+        return self.data["messages"][key].format(**fields)
 
     @property
     def import_checks(self) -> dict:
@@ -151,10 +147,6 @@ class Profile:
         if not name:
             return None
         return copy.deepcopy(self.data["regions"].get(name.lower()))
-
-    @property
-    def region_names(self) -> list[str]:
-        return list(self.data["regions"])
 
 
 @lru_cache(maxsize=None)

@@ -62,7 +62,7 @@ def _sections(call: Call, routing: str) -> list[tuple[dict, dict]]:
     return found
 
 
-# --- New-SC365Rules ---------------------------------------------------------------
+# --- New-SC365Rules ----------------------------------------------------------------
 
 
 @implements("New-SC365Rules")
@@ -204,7 +204,7 @@ def _customise(call: Call, settings: dict, listed: list, excluded: list) -> None
             settings["ExceptIfSenderDomainIs"] = excluded
 
 
-# --- Get-SC365Rules ---------------------------------------------------------------
+# --- Get-SC365Rules ----------------------------------------------------------------
 
 
 @implements("Get-SC365Rules")
@@ -257,7 +257,7 @@ def _get_by_pattern(call: Call) -> list:
     return output
 
 
-# --- Remove-SC365Rules ----------------------------------------------------------------
+# --- Remove-SC365Rules -------------------------------------------------------------
 
 
 @implements("Remove-SC365Rules")

@@ -10,11 +10,17 @@ functions rely on, made explicit for the sandbox:
   `Write-Error` is raised here like a `throw`, with PowerShell's record
   (`WriteErrorException,<function>`), and a `throw [System.Exception] "x"`
   is the record `OperationStopped` / `x`.
-- `$InteractiveSession = [Environment]::UserInteractive`. The sandbox reads it
-  from `state["host"]["user_interactive"]` (default False, the non-interactive
-  branches the reference describes). Where the interactive branch would call
-  Read-Host, the bridge's `pwsh -NonInteractive` host refuses, so the call
-  fails with PowerShell's NonInteractive error.
+- `$InteractiveSession = [Environment]::UserInteractive`, which is true for
+  any process a person starts (on Linux .NET always returns true), also for
+  `pwsh -NonInteractive`. So the module takes its interactive branches and
+  calls Read-Host, which the bridge's non-interactive host refuses: the call
+  fails with PowerShell's NonInteractive error. The real module wraps
+  Read-Host in `try {} catch {}` inside `Do {…} until ($?)`, so on a real
+  host the refusal may instead leave the object untouched or loop until the
+  bridge times out [I]; the sandbox surfaces it as the error.
+  `state["host"]["user_interactive"] = false` (a Windows service) selects the
+  module's non-interactive branches: "already exists" errors, and a hybrid
+  setup that only warns.
 - ShouldProcess: `-WhatIf` skips what the function wraps in ShouldProcess
   and nothing else (§1.2 "Only Remove and New are wrapped"); a
   ConfirmImpact High function asks unless `-Confirm:$false`, which a
@@ -31,14 +37,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import re
 import weakref
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Callable
 
 from .module_profile import Profile
+from .openid_server import document_v1, tenants_of, unknown_tenant
 from .registry import CmdletError
 from .state import parse_time
 from .tenant import bind_parameters
@@ -51,7 +58,7 @@ NOT_CONNECTED = ("You're not connected to Exchange Online - please connect prior
                  " to using this CmdLet")
 EXO_MODULE = "ExchangeOnlineManagement"
 
-# --- errors as the module writes them ----------------------------------------
+# --- errors as the module writes them ----------------------------------------------
 
 
 def thrown(message: str) -> CmdletError:
@@ -101,7 +108,7 @@ def empty_argument(function: str, parameter: str) -> CmdletError:
         target=parameter)
 
 
-# --- the PowerShell session ---------------------------------------------------
+# --- the PowerShell session --------------------------------------------------------
 
 
 @dataclass
@@ -129,7 +136,7 @@ def exo_loaded(tenant) -> bool:
 
 
 def interactive(tenant) -> bool:
-    return bool(tenant.state.get("host", {}).get("user_interactive", False))
+    return bool(tenant.state.get("host", {}).get("user_interactive", True))
 
 
 def installed_modules(state: dict, name: str) -> list[dict]:
@@ -138,7 +145,7 @@ def installed_modules(state: dict, name: str) -> list[dict]:
             if m["Name"].lower() == name.lower()]
 
 
-# --- PowerShell value semantics --------------------------------------------------
+# --- PowerShell value semantics ----------------------------------------------------
 
 
 def ps_date(value) -> str:
@@ -207,7 +214,7 @@ def sha1_hex(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-# --- binding ---------------------------------------------------------------------
+# --- binding -----------------------------------------------------------------------
 
 _KINDS = {"string": "string", "strings": "strings", "switch": "switch",
           "bool": "bool", "int": "int", "any": "any"}
@@ -259,7 +266,8 @@ def bind(command: str, spec: dict, params: dict) -> tuple[dict, set, bool, bool 
     """
     parameters = spec["parameters"]
     aliases = {a.lower(): n for n, s in parameters.items() for a in s.get("aliases", ())}
-    renamed = {aliases.get(str(k).lower(), k): v for k, v in (params or {}).items()}
+    renamed = {aliases.get(str(k).lower(), k): v
+               for k, v in (params or {}).items()}
     kinds = {n: _KINDS[s["type"]] for n, s in parameters.items()}
     bound = bind_parameters(command, renamed, kinds,
                             should_process=spec["should_process"])
@@ -281,7 +289,7 @@ def bind(command: str, spec: dict, params: dict) -> tuple[dict, set, bool, bool 
     return bound, given, whatif, confirm
 
 
-# --- one call of a module function ---------------------------------------------
+# --- one call of a module function -------------------------------------------------
 
 Implementation = Callable[["Call"], list]
 IMPLEMENTATIONS: dict[str, Implementation] = {}
@@ -367,7 +375,7 @@ class Call:
         return IMPLEMENTATIONS[command.lower()](nested)
 
 
-# --- shared steps -----------------------------------------------------------------
+# --- shared steps ------------------------------------------------------------------
 
 
 def routing_of(value: str | None) -> str:
@@ -432,34 +440,25 @@ def confirm_default_domain(call: Call, domain: str) -> bool:
 def tenant_id(call: Call, domain: str) -> str:
     """Get-SC365TenantId (§3.2): the tenant that owns `domain`.
 
-    The real module asks `https://login.windows.net/<domain>/.well-known/
+    The real module GETs `https://login.windows.net/<domain>/.well-known/
     openid-configuration` and takes the 4th `/`-segment of token_endpoint; it
-    uses no Exchange session. The sandbox answers from the tenant it
-    simulates and `state["other_tenants"]`, the data its OpenID discovery
-    stand-in serves.
+    uses no Exchange session. The sandbox asks the same data its OpenID
+    discovery stand-in serves (runbook.sandbox.openid_server): this tenant
+    and `state["other_tenants"]`; an unknown domain is that service's HTTP 400
+    body, which Invoke-WebRequest turns into the error message.
     """
     if not domain:
         raise empty_argument("Get-SC365TenantID", "maildomain")
-    wanted = domain.lower()
-    state = call.state
-    own = {d["DomainName"].lower() for d in state.get("accepted_domains", [])}
-    own.add(state["tenant"]["initial_domain"].lower())
-    if wanted in own:
-        return state["tenant"]["tenant_id"]
-    for other in state.get("other_tenants", []):
-        names = {d.lower() for d in other.get("domains", [])}
-        if other.get("initial_domain"):
-            names.add(other["initial_domain"].lower())
-        if wanted in names:
-            return other["tenant_id"]
-    raise CmdletError(
-        '{"error":"invalid_tenant","error_description":"AADSTS90002: Tenant'
-        f" '{domain}' not found. Check to make sure you have the correct tenant ID"
-        ' and are signing into the correct cloud."}',
-        category="InvalidOperation",
-        error_id="WebCmdletWebResponseException,"
-                 "Microsoft.PowerShell.Commands.InvokeWebRequestCommand",
-        target=domain)
+    entry = tenants_of(call.state).get(domain.strip().lower())
+    if entry is None:
+        raise CmdletError(
+            json.dumps(unknown_tenant(domain, call.tenant.now())),
+            category="InvalidOperation",
+            error_id="WebCmdletWebResponseException,"
+                     "Microsoft.PowerShell.Commands.InvokeWebRequestCommand",
+            target=domain)
+    document = document_v1(entry["tenant_id"], entry["region_scope"])
+    return document["token_endpoint"].split("/")[3]
 
 
 # --- DNS as the module's resolvers see it ------------------------------------------
@@ -523,6 +522,3 @@ def region_of_address(profile: Profile, addresses: list[str], kind: str) -> str 
             found = name
     return found
 
-
-def when(value) -> datetime | None:
-    return parse_time(value) if isinstance(value, str) else value

@@ -31,8 +31,9 @@ from functools import partial
 
 from .module_runtime import (
     Call, confirm_default_domain, connection_status, exo_loaded, implements, like,
-    mail_hosts, ps_object, ps_string, region_of_address, require_connection, resolve, rethrown,
-    routing_of, session, sha1_hex, tenant_id, thrown, write_error,
+    mail_hosts, ps_object, ps_string, region_of_address, require_connection,
+    resolve, rethrown, routing_of, session, sha1_hex, tenant_id, thrown,
+    write_error,
 )
 from .registry import CmdletError, lookup
 
@@ -44,7 +45,7 @@ NOT_DEPLOYED = ("SEPPmail.cloud setup not (fully) deployed. Use Cloud-Portal and
                 " deployment.")
 
 
-# --- small functions ----------------------------------------------------------------
+# --- small functions ---------------------------------------------------------------
 
 
 @implements("Test-SC365ConnectionStatus")
@@ -78,7 +79,7 @@ def confirm_tenant_default_domain(call: Call) -> list:
     return [confirm_default_domain(call, call["ValidationDomain"])]
 
 
-# --- Get-SC365DeploymentInfo ---------------------------------------------------------
+# --- Get-SC365DeploymentInfo -------------------------------------------------------
 
 
 @implements("Get-SC365DeploymentInfo")
@@ -209,7 +210,6 @@ def _info_v2(call: Call, info: dict) -> dict:
     if texts and spf is None:
         call.warn("SPF TXT (v=spf*) record is missing")
     cname = partial(resolve, call.state, kind="CNAME")
-    first = lambda values: ps_string(values[0].rstrip(".")) if values else ""  # noqa: E731
     return {
         "DeploymentStatus": info["status"], "SEPPmailCloudDomain": domain,
         "Region": info["region"], "Routing": info["routing"],
@@ -218,12 +218,18 @@ def _info_v2(call: Call, info: dict) -> dict:
         "InlineMXMatch": info["mx_match"], "MailHost": info["mail"],
         "GateHost": info["gate"], "RelayHost": info["relay"],
         "SwissSignCheckTXT": swiss, "spfTXT": spf,
-        "DnsSecurEmailCNAME": first(cname(f"securemail.{domain}")),
-        "DnsLetsEncryptCNAME": first(cname(f"_acme-challenge.securemail.{domain}")),
+        "DnsSecurEmailCNAME": _first_name(cname(f"securemail.{domain}")),
+        "DnsLetsEncryptCNAME": _first_name(
+            cname(f"_acme-challenge.securemail.{domain}")),
         "DnsDKIMTXT": ps_string(resolve(call.state, f"default._domainkey.{domain}",
                                         "TXT")),
         "DnsWildCardActive": False,
     }
+
+
+def _first_name(values: list[str]) -> str:
+    """`[String]` of a CNAME's CanonicalName: the target, or '' when none."""
+    return values[0].rstrip(".") if values else ""
 
 
 def _field(info: dict, name: str):
@@ -237,12 +243,12 @@ def _field(info: dict, name: str):
 def _detected(call: Call, failure: str) -> dict:
     """`try { Get-SC365DeploymentInfo } catch { throw ... }` of the setup cmdlets."""
     try:
-        return deployment_info(call)
+        return call.module("Get-SC365DeploymentInfo")[0]
     except CmdletError as error:
         raise thrown(failure) from error
 
 
-# --- New-SC365Setup ---------------------------------------------------------------------
+# --- New-SC365Setup ----------------------------------------------------------------
 
 
 @implements("New-SC365Setup")
@@ -376,9 +382,10 @@ def _fits(call: Call, info: dict, domains: list, routing: str, region: str) -> N
                           f" \"{found_routing}\" STOPPING because deployment will FAIL")
     found_region = _field(info, "Region") or ""
     if region.lower() != found_region.lower():
-        raise write_error(call.command, f"Region \"{region}\" does not fit to deployment"
-                          f" info, just detected region \"{found_region}\" STOPPING"
-                          " because deployment will FAIL")
+        raise write_error(call.command, f"Region \"{region}\" does not fit to"
+                          " deployment info, just detected region"
+                          f" \"{found_region}\" STOPPING because deployment will"
+                          " FAIL")
 
 
 def _build(call: Call, domains: list, connector_domain, routing, region,
@@ -398,7 +405,7 @@ def _build(call: Call, domains: list, connector_domain, routing, region,
     return output
 
 
-# --- Remove-SC365Setup ---------------------------------------------------------------
+# --- Remove-SC365Setup -------------------------------------------------------------
 
 
 @implements("Remove-SC365Setup")
@@ -428,7 +435,7 @@ def remove_setup(call: Call) -> list:
     return []
 
 
-# --- Get-SC365Setup ------------------------------------------------------------------
+# --- Get-SC365Setup ----------------------------------------------------------------
 
 
 @implements("Get-SC365Setup")

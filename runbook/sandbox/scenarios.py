@@ -142,32 +142,14 @@ def _module_comment(version: str, when: datetime) -> str:
             f" on {when.strftime('%m/%d/%Y %H:%M:%S')}")
 
 
-EXO_MODULE_VERSION = "3.9.0"  # what the sandbox's hello announces
-
-
-def _installed(name: str, version: str, when: datetime, author: str,
-               company: str, description: str) -> dict:
-    """A Get-InstalledModule entry (Name, Version, Repository, …)."""
-    return {"Name": name, "Version": version, "Type": "Module",
-            "Repository": "PSGallery", "Author": author, "CompanyName": company,
-            "Description": description, "InstalledDate": iso(when),
-            "PublishedDate": None,
-            "InstalledLocation": f"/root/.local/share/powershell/Modules/"
-                                 f"{name}/{version}"}
-
-
 def installed_entries(versions: list[str]) -> list[dict]:
-    """ExchangeOnlineManagement (every session needs it) plus seppmail365cloud."""
-    entries = [_installed("ExchangeOnlineManagement", EXO_MODULE_VERSION,
-                          TENANT_CREATED, "Microsoft Corporation",
-                          "Microsoft Corporation",
-                          "This is a General Availability (GA) release of the"
-                          " Exchange Online Powershell V3 module.")]
-    for version in versions:
-        entries.append(_installed("seppmail365cloud", version, SETUP_125,
-                                  "SEPPmail Dev-Team", "SEPPmail AG",
-                                  "Integrate and maintain Exchange Online with"
-                                  " SEPPmail.Cloud"))
+    """ExchangeOnlineManagement (every session needs it) plus seppmail365cloud,
+    as the module engineer's gallery writes Install-Module's entries."""
+    from . import gallery
+
+    entries = gallery.default_installed_modules(TENANT_CREATED, seppmail_version=None)
+    entries += [gallery.installed_entry("seppmail365cloud", v, SETUP_125)
+                for v in versions]
     return entries
 
 
@@ -726,17 +708,8 @@ def _versions(sc: Scenario, module_installed) -> list[str]:
     return list(module_installed)
 
 
-def _gallery():
-    """The simulated PowerShell Gallery, from the module engineer's
-    runbook.sandbox.gallery when it is there."""
-    try:
-        from . import gallery
-    except ImportError:
-        gallery = None
-    # Until gallery.py exists, `gallery` is the namespace package of its data
-    # folder, which has no default_gallery.
-    if not hasattr(gallery, "default_gallery"):
-        log.warning("runbook.sandbox.gallery.default_gallery is not available;"
-                    " the sandbox gallery is empty")
-        return {}
+def _gallery() -> dict:
+    """The simulated PowerShell Gallery (the module engineer's gallery)."""
+    from . import gallery
+
     return gallery.default_gallery()

@@ -106,14 +106,33 @@ def _gate(command, parameters, confirmed) -> tuple[str | None, list[dict]]:
     return name, []
 
 
-def _run(tenant: Tenant, name: str, parameters: dict) -> tuple[list, list[dict]]:
+def _has_confirm(fn, tenant: Tenant) -> bool:
+    """Whether the cmdlet takes -Confirm (it supports ShouldProcess).
+
+    A registered function may say so with a `should_process` attribute, a
+    bool or a callable of the tenant (a module function's answer depends on
+    the imported version). Without one, the command is taken to have it:
+    every mutating command on the allow-list is a ShouldProcess cmdlet.
+    """
+    flag = getattr(fn, "should_process", True)
+    return bool(flag(tenant) if callable(flag) else flag)
+
+
+def _run(tenant: Tenant, name: str, parameters: dict,
+         confirmed: bool) -> tuple[list, list[dict]]:
     fn = lookup(name)
     if fn is None:
         return [], [{"message": f"The sandbox does not implement '{name}'.",
                      "category": "NotImplemented", "error_id": "SandboxNotImplemented",
                      "target": name}]
+    parameters = dict(parameters)
+    given = {str(k).lower() for k in parameters}
+    if confirmed and name.lower() in _MUTATING and "confirm" not in given \
+            and _has_confirm(fn, tenant):
+        # As bridge.ps1 does: a confirmed request runs with -Confirm:$false.
+        parameters["Confirm"] = False
     try:
-        output = fn(tenant, dict(parameters))
+        output = fn(tenant, parameters)
     except CmdletError as exc:
         return [], [exc.record()]
     except Exception as exc:  # a sandbox bug must not kill the session
@@ -136,11 +155,11 @@ def answer(tenant: Tenant, request) -> dict:
                                "error_id": "RunbookBadRequest", "target": None}]
     else:
         parameters = request.get("parameters") or {}
-        name, errors = _gate(request.get("command"), parameters,
-                             request.get("confirmed", False))
+        confirmed = request.get("confirmed", False) is True
+        name, errors = _gate(request.get("command"), parameters, confirmed)
         output = []
         if name is not None:
-            output, errors = _run(tenant, name, parameters)
+            output, errors = _run(tenant, name, parameters, confirmed)
     warnings = tenant.take_warnings()
     duration = round((time.perf_counter() - started) * 1000, 3)
     log.info("%s ok=%s in %.1f ms", request.get("command") if isinstance(

@@ -90,6 +90,7 @@ def effective_connectors(state: dict, at: datetime) -> dict:
     """
     config = {kind: copy.deepcopy(state.get(kind, [])) for kind in KINDS}
     times = _effective_times(state)
+    restored: set[str] = set()
     for change, effective in reversed(list(zip(state.get("changes", []), times))):
         if effective <= at or change.get("kind") not in config:
             continue
@@ -99,11 +100,25 @@ def effective_connectors(state: dict, at: datetime) -> dict:
             objects[:] = [o for o in objects if o.get("Guid") != after.get("Guid")]
         if before is not None:
             objects.append(copy.deepcopy(before))
-    config["transport_rules"].sort(key=lambda r: r["Priority"])
+            restored.add(before.get("Guid"))
+    _renumber(config["transport_rules"], restored)
     return config
 
 
-# --- DNS and addresses ------------------------------------------------------------------
+def _renumber(rules: list[dict], restored: set[str]) -> None:
+    """Priorities 0…n-1 again after undoing rule changes.
+
+    The log keeps only the changed rule, not the rules its insert or removal
+    shifted (exchange-objects.md §9 "Priority"), so a restored rule goes
+    before the rule that now holds its old number; a moved rule is placed the
+    same way, which is exact for one move and close for several.
+    """
+    rules.sort(key=lambda r: (r["Priority"], r.get("Guid") not in restored))
+    for index, rule in enumerate(rules):
+        rule["Priority"] = index
+
+
+# --- DNS and addresses ------------------------------------------------------------
 
 def _records(state: dict, name: str, rtype: str) -> list[str]:
     wanted = name.lower().rstrip(".") + "."
@@ -180,7 +195,7 @@ def _ip_in(address: str, ranges: list[str]) -> bool:
     return False
 
 
-# --- connectors ------------------------------------------------------------------------
+# --- connectors -------------------------------------------------------------------
 
 def _sender_domains(connector: dict) -> list[str]:
     return [re.sub(r"(?i)^smtp:|;\d+$", "", d) for d in connector["SenderDomains"]]
@@ -343,7 +358,7 @@ def apply_rules(config: dict, message: dict, at: datetime) -> str | None:
     return route
 
 
-# --- routing one message ------------------------------------------------------------------
+# --- routing one message ----------------------------------------------------------
 
 def _event(offset: float, event: str, detail: str, data: str) -> dict:
     return {"offset": offset, "Event": event, "Detail": detail, "Data": data}
@@ -492,7 +507,7 @@ class _Router:
         return None
 
 
-# --- the traffic ------------------------------------------------------------------------
+# --- the traffic ------------------------------------------------------------------
 
 def _trace_id(state: dict, flow: int, tick: int, hop: int) -> str:
     """A GUID that encodes its message, so the detail cmdlet can find it again."""
@@ -579,7 +594,7 @@ class Traffic:
         }
 
 
-# --- the cmdlets ------------------------------------------------------------------------
+# --- the cmdlets ------------------------------------------------------------------
 
 def _window(tenant, p: dict) -> tuple[datetime, datetime]:
     """§11 limits: 10 days per query, 90 days back, last 48 hours by default."""
