@@ -20,8 +20,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 
+# JUPYTER_PATH first: the venv's "python3" kernel (installed with the stamp) wins over
+# any user-level kernel of that name, so the notebooks run with this project's Python.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --notebook-dir=notebooks
+	JUPYTER_PATH="$(CURDIR)/$(VENV)/share/jupyter" $(BIN)/jupyter lab \
+		--ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)/notebooks"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -69,7 +69,7 @@ import time
 import urllib.parse
 from concurrent import futures
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -103,6 +103,7 @@ _EXIT_AFTER_EOF_S = 30.0  # the tenant process closed its pipe; it should end no
 _TICK_S = 0.2
 _DASK_STOP_TICK_S = 1.0   # how often a Dask task asks the scheduler for a stop
 _DOMAIN_SPLIT = re.compile(r"[;\s]+")
+_TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")     # as runbook.params checks it
 _SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 PAPERMILL_OPTIONS = {
@@ -307,7 +308,7 @@ def _check_unique(row: BatchRow, seen: dict[tuple[str, str], int]) -> None:
         seen[key] = row.line
 
 
-# -- the tenant lock ------------------------------------------------------------
+# -- the tenant lock -----------------------------------------------------------
 
 
 _held: dict[Path, list] = {}          # lock path -> [TenantLock, depth]
@@ -345,6 +346,8 @@ def acquire_tenant_lock(reports_dir: str | os.PathLike, tenant: str
     stale. The thread that holds a lock may take it again (the batch worker
     and `chain.run` both do). Raises TenantBusy naming the other run.
     """
+    if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
+        raise ValueError(f"tenant {tenant!r} is not one safe folder name")
     path = Path(reports_dir) / tenant / LOCK_NAME
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = _enter(path, tenant)
@@ -497,7 +500,7 @@ def _running_run(tenant_dir: Path) -> str | None:
     return None
 
 
-# -- kernels over IPC -----------------------------------------------------------
+# -- kernels over IPC ----------------------------------------------------------
 
 
 class IpcKernelManager(AsyncKernelManager):
@@ -535,7 +538,7 @@ class IpcKernelManager(AsyncKernelManager):
             shutil.rmtree(self.__dict__.pop("_runbook_dir"), ignore_errors=True)
 
 
-# -- one tenant -----------------------------------------------------------------
+# -- one tenant ----------------------------------------------------------------
 
 
 @dataclass
@@ -748,7 +751,7 @@ def _run_folders(tenant_dir: Path) -> set[str]:
         return set()
 
 
-# -- stopping a tenant's processes ---------------------------------------------------
+# -- stopping a tenant's processes ---------------------------------------------
 
 
 def stop_processes(process: subprocess.Popen | None, token: str) -> int:
@@ -801,7 +804,7 @@ def processes_with_token(token: str) -> list[int]:
     return found
 
 
-# -- the tenant process -------------------------------------------------------------
+# -- the tenant process --------------------------------------------------------
 
 
 def _tenant_process(fd: int) -> int:
@@ -833,9 +836,10 @@ def _run_tenant(job: dict, progress: Callable[[str], None]) -> dict:
         steps = tuple(job.get("steps") or chain.STEPS)
         with acquire_tenant_lock(reports, p.tenant):
             record = chain.run(p, reports_dir=reports, steps=steps, progress=progress)
-        status = record.run()["status"]
-        result.update(run_dir=str(record.path), outcome=_outcome_of(status, p),
-                      detail=_failed_step(record))
+        outcome = _outcome_of(record.run()["status"])
+        result.update(run_dir=str(record.path), outcome=outcome,
+                      detail=_step_detail(record, "failed" if outcome == FAILED else (
+                          "planned" if p.confirm and outcome == PLANNED else "")))
     except TenantBusy as exc:
         result.update(outcome=BUSY, detail=str(exc), run_dir=None)
     except Exception as exc:
@@ -845,27 +849,27 @@ def _run_tenant(job: dict, progress: Callable[[str], None]) -> dict:
     return result
 
 
-def _outcome_of(status: str, p: params_mod.RunParameters) -> str:
-    if status == "planned" and not p.confirm:
-        return PLANNED
-    if status == "succeeded":
-        return SUCCEEDED
-    if status == "cancelled":
-        return INTERRUPTED
-    return FAILED
+def _outcome_of(status: str) -> str:
+    """A run's status as a batch outcome. A confirmed run that only planned
+    stays "planned", which a confirmed batch does not count as success."""
+    return {"succeeded": SUCCEEDED, "planned": PLANNED,
+            "cancelled": INTERRUPTED}.get(status, FAILED)
 
 
-def _failed_step(record) -> str:
-    """Which step failed and why: its error, else its verdict's message."""
+def _step_detail(record, status: str) -> str:
+    """The first step of `status` and why: its error, else its verdict."""
+    if not status:
+        return ""
     for step in record.run().get("steps", []):
-        if step.get("status") != "failed":
+        if step.get("status") != status:
             continue
         error = step.get("error") or {}
         if error:
-            return f"{step['name']} failed: {error.get('ename')}: {error.get('evalue')}"
+            why = f"{error.get('ename')}: {error.get('evalue')}"
+            return f"{step['name']} {status}: {why}"
         verdicts = [e["data"].get("message", "") for e in record.events()
                     if e["kind"] == "verdict" and e["data"].get("step") == step["name"]]
-        return f"{step['name']} failed: {verdicts[-1] if verdicts else 'no verdict'}"
+        return f"{step['name']} {status}: {verdicts[-1] if verdicts else 'no verdict'}"
     return ""
 
 
@@ -880,7 +884,7 @@ def _peak_memory_mb() -> float:
     return round(kilobytes / 1024, 1)
 
 
-# -- the batch ------------------------------------------------------------------------
+# -- the batch -----------------------------------------------------------------
 
 
 @dataclass
@@ -907,7 +911,8 @@ class BatchResult:
 
 def run_batch(rows: list[BatchRow], *, workers: int = 1, confirm: bool = False,
               executor: str = "local", scheduler: str | None = None,
-              reports_dir: str | os.PathLike, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+              reports_dir: str | os.PathLike,
+              time_limit_s: float = DEFAULT_TIME_LIMIT_S,
               rejected: list[Rejected] = (), steps: tuple[str, ...] | None = None,
               progress: Callable[[str], None] = print) -> BatchResult:
     """Run every row's chain, at most `workers` at once; write the summary.
@@ -1104,7 +1109,8 @@ def _run_dask(jobs: list[_Job], workers: int, scheduler: str | None, record,
 
 def _finished(wait, flying: dict) -> set:
     try:
-        return wait(list(flying), timeout=_TICK_S * 5, return_when="FIRST_COMPLETED").done
+        return wait(list(flying), timeout=_TICK_S * 5,
+                    return_when="FIRST_COMPLETED").done
     except TimeoutError:   # nothing finished within the tick
         return set()
 
@@ -1138,7 +1144,7 @@ def _dask_tenant(job: _Job, stop_name: str) -> dict:
     return _supervise(job, should_stop, lambda text: log.info("%s", text)).as_dict()
 
 
-# -- the summary ------------------------------------------------------------------------
+# -- the summary ---------------------------------------------------------------
 
 
 def write_summary(result: BatchResult) -> None:
@@ -1228,7 +1234,7 @@ def _utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# -- the command line -------------------------------------------------------------------
+# -- the command line ----------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,26 +120,15 @@ def _cmd_demo(args) -> int:
     path = reports / "sandbox" / f"{args.scenario}-{stamp}.json"
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     state.save(path, tenant_state)
-    tenant = tenant_state["tenant"]
-    declared = tenant_state.get("declared") or _DEMO_DECLARED.get(args.scenario, {})
+    declared = scenarios.declared(args.scenario)
     p = params.validate(
-        tenant=tenant["name"], domains=declared.get("domains", [tenant["default_domain"]]),
-        region=declared.get("region", "ch"), routing=declared.get("routing", "inline"),
-        backend="sandbox", sandbox_state=str(path), confirm=True, wait_minutes=2.0,
+        **declared, backend="sandbox", sandbox_state=str(path), confirm=True,
+        wait_minutes=2.0,
         poll_seconds=1.0, operator="demo")
-    print(f"sandbox tenant {tenant['name']} ({args.scenario}) in {path}")
+    print(f"sandbox tenant {declared['tenant']} ({args.scenario}) in {path}")
     record = chain.run(p, reports_dir=reports)
     print(record.path)
     return 0 if record.run()["status"] == "succeeded" else 1
-
-
-# What the engineer declares for the two reference scenarios (docs/internals.md).
-_DEMO_DECLARED = {
-    "legacy-inline": {"domains": ["contoso.ch", "contoso-group.ch"], "region": "ch",
-                      "routing": "inline"},
-    "legacy-parallel": {"domains": ["fabrikam.com"], "region": "de",
-                        "routing": "parallel"},
-}
 
 
 def _cmd_resume(args) -> int:

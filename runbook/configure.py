@@ -51,6 +51,12 @@ def plan(p, *, module_version: str, tenant_id: str, connectors: list[dict],
     expected_rules = seppmail.expected_rules(module_version, p.routing)
     result = ConfigurePlan(module_version=module_version, tenant_id=tenant_id,
                            expected_connectors=expected, expected_rules=expected_rules)
+    if expected_rules and module_version == "1.3.0-preview1" and len(p.domains) > 1:
+        # p1 tests the domain list with -contains against the whole array, so
+        # New-SC365Rules fails for more than one domain (modelled in the sandbox).
+        raise ConfigureBlocked("seppmail365cloud 1.3.0-preview1 creates rules for one "
+                               "domain only; use module 1.3.0 or later for "
+                               f"{', '.join(p.domains)}")
     by_name = {str(c.get("Name", "")).lower(): c for c in connectors}
     present = [n for n in expected if n.lower() in by_name]
     if present:

@@ -114,15 +114,23 @@ class ExchangeOnline:
         return [str(m["Version"]) for m in found]
 
     def installed_module_versions(self) -> list[str]:
-        found = self._read("Get-InstalledModule", {"Name": "seppmail365cloud",
-                                                   "AllVersions": True})
+        try:
+            found = self._read("Get-InstalledModule", {
+                "Name": "seppmail365cloud", "AllVersions": True, "AllowPrerelease": True})
+        except CommandFailed as exc:
+            # PowerShellGet reports "none installed" as an error, not an empty list.
+            if "no match was found" in str(exc).lower():
+                return []
+            raise
         return [str(m["Version"]) for m in found]
 
     def import_module(self, version: str = "") -> list[str]:
         """Import seppmail365cloud; returns the warnings its import printed."""
         parameters: dict[str, Any] = {"Name": "seppmail365cloud", "Force": True}
         if version:
-            parameters["RequiredVersion"] = version
+            # -RequiredVersion is a System.Version: no prerelease label. A
+            # prerelease installs into the folder of its base version anyway.
+            parameters["RequiredVersion"] = version.split("-", 1)[0]
         reply = self._call("Import-Module", parameters)
         return list(reply.warnings)
 
@@ -132,11 +140,12 @@ class ExchangeOnline:
 
     # -- changes -----------------------------------------------------------
 
-    def install_module(self, version: str) -> list[dict]:
-        return self.change("Install-Module", {
-            "Name": "seppmail365cloud", "RequiredVersion": version,
-            "AllowPrerelease": "-" in version, "Scope": "CurrentUser", "Force": True,
-        }, target=f"seppmail365cloud {version}")
+    def install_module(self, version: str, name: str = "seppmail365cloud") -> list[dict]:
+        parameters: dict[str, Any] = {"Name": name, "Scope": "CurrentUser", "Force": True}
+        if version:
+            parameters.update(RequiredVersion=version, AllowPrerelease="-" in version)
+        return self.change("Install-Module", parameters,
+                           target=f"{name} {version or '(newest)'}")
 
     def new_sc365_connectors(self, *, domain: str, region: str, routing: str) -> list[dict]:
         # -force: the module would otherwise stop at a Y/N prompt on hybrid tenants

@@ -45,10 +45,19 @@ def plan(exo, requested: str = "") -> InstallPlan:
     return InstallPlan(target=target, installed=installed, available=available)
 
 
+# Modules seppmail365cloud needs from 1.3.0 on (§6). Its own import installs
+# them without -Force, which fails while PSGallery is untrusted, as it is by
+# default; installing them here first, with -Force, avoids that.
+DEPENDENCIES = ("DNSClient-PS",)
+
+
 def apply(exo, p: InstallPlan) -> list[str]:
     """Install if needed; return the installed versions afterwards."""
     if p.needed:
         exo.install_module(p.target)
+        if Version.parse(p.target) >= Version.parse("1.3.0"):
+            for name in DEPENDENCIES:
+                exo.install_module("", name=name)
     return exo.installed_module_versions()
 
 

@@ -55,6 +55,7 @@ RESULT_SIZE = 5000                 # §11: ResultSize 1-5000
 MAX_WINDOW_HOURS = 240.0           # §11: 10 days per query
 MIN_WINDOW_HOURS = 0.01
 DEFAULT_WINDOW_HOURS = 24.0
+SINCE_MARGIN = timedelta(minutes=1)
 MAX_RECIPIENTS = 20                # one trace query each
 DETAILS_PER_DOMAIN = 3
 MAX_DETAILS = 20
@@ -88,7 +89,9 @@ def window(window_hours: float = DEFAULT_WINDOW_HOURS, *, since: datetime | None
            now: datetime | None = None) -> tuple[datetime, datetime]:
     """The trace window: the last `window_hours`, or from `since` (step 5) to now.
 
-    A minute is added at the end for clock skew between here and Exchange.
+    A minute is added at the end for clock skew between here and Exchange, and
+    before `since`: a message sent just before it can loop on after it, and
+    its first passes belong to the count.
     """
     if isinstance(window_hours, bool) or not isinstance(window_hours, (int, float)) \
             or not MIN_WINDOW_HOURS <= window_hours <= MAX_WINDOW_HOURS:
@@ -98,7 +101,8 @@ def window(window_hours: float = DEFAULT_WINDOW_HOURS, *, since: datetime | None
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     end = now + timedelta(minutes=1)
     if since is not None:
-        start = max(since.astimezone(timezone.utc), end - timedelta(hours=MAX_WINDOW_HOURS))
+        start = max(since.astimezone(timezone.utc) - SINCE_MARGIN,
+                    end - timedelta(hours=MAX_WINDOW_HOURS))
         return start, end
     return now - timedelta(hours=float(window_hours)), end
 
@@ -200,7 +204,8 @@ def _cbc_connectors(items: list[inventory.Item], params,
     for direction in ("inbound", "outbound"):
         name = seppmail.connector_name(direction, params.routing)
         found = [i for i in items if i.cls == inventory.CBC
-                 and i.kind == f"{direction}_connector" and i.name.lower() == name.lower()]
+                 and i.kind == f"{direction}_connector"
+                 and i.name.lower() == name.lower()]
         if not found:
             findings.append(LocalFinding("connector", name, None, (
                 f"the CBC {direction} connector '{name}' does not exist: the migration "
@@ -284,7 +289,7 @@ class LoopGroup:
 
     @property
     def through_seppmail(self) -> bool | None:
-        """Whether the inspected messages passed SEPPmail connectors; None: none inspected."""
+        """Whether inspected messages passed SEPPmail connectors (None: none was)."""
         inspected = [m for m in self.messages if m.inspected]
         return any(m.through_seppmail for m in inspected) if inspected else None
 
@@ -331,11 +336,13 @@ def find_loops(exo, start: datetime, end: datetime, *, recipients=(),
     message_id = checked_message_id(message_id)
     rows, truncated = _trace_rows(exo, start, end, recipients)
     if message_id:
-        rows = [r for r in rows if str(r.get("MessageId", "")).lower() == message_id.lower()]
+        rows = [r for r in rows
+                if str(r.get("MessageId", "")).lower() == message_id.lower()]
 
     passes: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
-        key = (str(row.get("MessageId", "")), str(row.get("RecipientAddress", "")).lower())
+        key = (str(row.get("MessageId", "")),
+               str(row.get("RecipientAddress", "")).lower())
         passes[key].append(row)
     looping = [_looping(key, found) for key, found in passes.items()
                if len(found) >= min_passes]
@@ -354,7 +361,8 @@ def _trace_rows(exo, start, end, recipients) -> tuple[list[dict], bool]:
         return rows, len(rows) >= RESULT_SIZE
     rows, truncated = [], False
     for recipient in recipients:
-        found = exo.message_trace(start, end, recipient=recipient, result_size=RESULT_SIZE)
+        found = exo.message_trace(start, end, recipient=recipient,
+                                  result_size=RESULT_SIZE)
         truncated = truncated or len(found) >= RESULT_SIZE
         rows += found
     return rows, truncated
@@ -712,6 +720,14 @@ def discovery_for(session, timeout: float = openid.DEFAULT_TIMEOUT_S
     if session.host == "sandbox":
         return None
     return openid.Discovery(openid.MODULE_BASE_URL, timeout=timeout)
+
+
+def step_verdict(flow_verdict: tuple[str, str],
+                 diagnosis: Diagnosis | None) -> tuple[str, str]:
+    """Step 5's verdict: its own, or the diagnosis's once that found something."""
+    if diagnosis is None or not (diagnosis.looping or diagnosis.local):
+        return flow_verdict
+    return diagnosis.verdict()
 
 
 def run(ctx, *, window_hours: float = DEFAULT_WINDOW_HOURS, recipients=(),

@@ -22,6 +22,10 @@ import pandas as pd
 # A message that passes the SEPPmail connectors this often is looping (§10 caveat).
 LOOP_PASSES = 3
 DETAILS_PER_POLL = 25
+# How long to keep watching after both directions were seen, for loops to show:
+# a real tenant's trace lags by minutes; the sandbox's by seconds.
+SETTLE_TENANT_S = 120.0
+SETTLE_SANDBOX_S = 4.0
 
 
 @dataclass
@@ -45,8 +49,13 @@ class FlowStatus:
 
 
 def observe(exo, *, since: datetime, inbound_name: str, outbound_name: str,
-            status: FlowStatus) -> FlowStatus:
-    """One look at the trace: update which directions have been seen."""
+            status: FlowStatus, local_domains: frozenset[str] = frozenset()
+            ) -> FlowStatus:
+    """One look at the trace: update which directions have been seen.
+
+    Inbound counts only for a message from outside the tenant: a looping
+    outbound message also comes back through the inbound connector.
+    """
     now = datetime.now(timezone.utc)
     # The trace answers at most 10 days per query (exchange-objects §11).
     start = max(since, now - timedelta(days=10) + timedelta(minutes=2))
@@ -57,14 +66,18 @@ def observe(exo, *, since: datetime, inbound_name: str, outbound_name: str,
     for row in rows:
         passes[(str(row.get("MessageId")), str(row.get("RecipientAddress")))] += 1
     for row in rows[:DETAILS_PER_POLL]:
-        if status.confirmed:
-            break
         events = exo.message_trace_detail(row["MessageTraceId"], row["RecipientAddress"])
-        data = " ".join(str(e.get("Data") or "") for e in events).lower()
-        if not status.inbound and inbound_name.lower() in data:
+        data = [str(e.get("Data") or "").lower() for e in events]
+        sender_domain = str(row.get("SenderAddress", "")).rsplit("@", 1)[-1].lower()
+        if not status.inbound and sender_domain not in local_domains and \
+                any(inbound_name.lower() in d for d in data):
             status.inbound = str(row.get("MessageId"))
-        if not status.outbound and outbound_name.lower() in data:
+        if not status.outbound and any(outbound_name.lower() in d for d in data):
             status.outbound = str(row.get("MessageId"))
+        sends = sum(1 for e, d in zip(events, data)
+                    if str(e.get("Event", "")).upper() == "SEND" and "[seppmail" in d)
+        key = (str(row.get("MessageId")), str(row.get("RecipientAddress")))
+        passes[key] = max(passes[key], sends)
     for (message_id, recipient), count in passes.items():
         if count >= LOOP_PASSES:
             domain = recipient.rsplit("@", 1)[-1].lower()
@@ -73,20 +86,30 @@ def observe(exo, *, since: datetime, inbound_name: str, outbound_name: str,
 
 
 def wait(exo, *, since: datetime, inbound_name: str, outbound_name: str,
-         wait_seconds: float, poll_seconds: float,
+         wait_seconds: float, poll_seconds: float, settle_seconds: float = 0.0,
+         local_domains: frozenset[str] = frozenset(),
          progress: Callable[[float, float, FlowStatus], None] | None = None,
          clock=time.monotonic, sleep=time.sleep) -> FlowStatus:
-    """Poll until both directions are confirmed, a loop shows, or time runs out."""
+    """Poll until both directions are confirmed, a loop shows, or time runs out.
+
+    Once both directions are seen the trace is watched `settle_seconds` more:
+    a loop needs a few passes before it shows, and its first pass looks like
+    a good outbound message.
+    """
     status = FlowStatus()
     started = clock()
     deadline = started + wait_seconds
+    confirmed_at = None
     while True:
         observe(exo, since=since, inbound_name=inbound_name,
-                outbound_name=outbound_name, status=status)
-        elapsed = clock() - started
+                outbound_name=outbound_name, status=status, local_domains=local_domains)
+        now = clock()
         if progress:
-            progress(elapsed, wait_seconds, status)
-        if status.confirmed or status.looping or clock() >= deadline:
+            progress(now - started, wait_seconds, status)
+        if status.confirmed and confirmed_at is None:
+            confirmed_at = now
+            deadline = min(max(deadline, now), now + settle_seconds)
+        if status.looping or now >= deadline:
             return status
         sleep(max(0.0, min(poll_seconds, deadline - clock())))
 
@@ -132,11 +155,14 @@ def run(exo, *, since: datetime | None, inbound_name: str, outbound_name: str,
     if since is None:
         return FlowStatus()
     wait_seconds = params.wait_minutes * 60 if params.confirm else 0.0
-    poll = min(params.poll_seconds, 1.0) if params.backend == "sandbox" else \
-        params.poll_seconds
+    sandbox = params.backend == "sandbox"
+    poll = min(params.poll_seconds, 1.0) if sandbox else params.poll_seconds
+    settle = (SETTLE_SANDBOX_S if sandbox else SETTLE_TENANT_S) if params.confirm else 0.0
+    local = frozenset(str(d.get("DomainName", "")).lower() for d in exo.accepted_domains())
     return wait(exo, since=since - timedelta(seconds=1), inbound_name=inbound_name,
                 outbound_name=outbound_name, wait_seconds=wait_seconds,
-                poll_seconds=poll, progress=_print_progress)
+                poll_seconds=poll, settle_seconds=settle, local_domains=local,
+                progress=_print_progress)
 
 
 def _print_progress(elapsed: float, total: float, status: FlowStatus) -> None:

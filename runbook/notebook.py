@@ -100,6 +100,10 @@ def open_step(step: str, namespace: dict) -> StepContext:
     """
     values = {name: namespace[name] for name in params_mod.NAMES if name in namespace}
     p = params_mod.validate(**values)
+    if p.backend == "sandbox" and p.sandbox_state and not Path(p.sandbox_state).is_file():
+        raise params_mod.ParameterError("sandbox_state", p.sandbox_state,
+                                        "an existing sandbox state file "
+                                        "(`runbook sandbox new SCENARIO FILE`)")
     record, owns = _open_record(step, p)
     state = _sandbox_state(p, record)
     argv = sandbox_command(state) if p.backend == "sandbox" else pwsh_command()
@@ -132,10 +136,6 @@ def _sandbox_state(p: params_mod.RunParameters, record: RunRecord) -> str:
         return ""
     known = p.sandbox_state or record.run().get("sandbox_state")
     if known:
-        if not Path(known).is_file():
-            raise params_mod.ParameterError("sandbox_state", known,
-                                            "an existing sandbox state file "
-                                            "(`runbook sandbox new SCENARIO FILE`)")
         return known
     from runbook.sandbox import scenarios, state as state_mod
 

@@ -61,7 +61,7 @@ class OpenIDError(RuntimeError):
 
 
 class DiscoveryUnreachable(OpenIDError):
-    """No HTTP answer from the discovery service; `timed_out` says whether time ran out."""
+    """No HTTP answer from the discovery service; `timed_out`: time ran out."""
 
     def __init__(self, *, domain: str, url: str, reason: str, timed_out: bool,
                  timeout_s: float):

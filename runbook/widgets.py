@@ -47,8 +47,8 @@ from typing import Any, Callable
 
 from runbook import mailflow, seppmail
 from runbook import params as params_mod
-from runbook.notebook import FAILED, PASSED, PLANNED, StepContext, StepFailed, show, \
-    show_verdict
+from runbook.notebook import (FAILED, PASSED, PLANNED, StepContext, StepFailed, show,
+                              show_verdict)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,9 @@ class PlanChanged(RuntimeError):
     def __init__(self, shown_sha256: str, now_sha256: str):
         self.shown_sha256 = shown_sha256
         self.now_sha256 = now_sha256
-        super().__init__(f"the plan changed after it was shown (sha256 {shown_sha256[:12]}"
-                         f" shown, {now_sha256[:12]} now); nothing was changed: run the "
-                         "plan cell again")
+        super().__init__(f"the plan changed after it was shown (sha256 "
+                         f"{shown_sha256[:12]} shown, {now_sha256[:12]} now); nothing "
+                         "was changed: run the plan cell again")
 
 
 # -- is a person's frontend attached? -----------------------------------------
@@ -181,7 +181,7 @@ class ParameterForm:
         self.check()
 
     def check(self) -> dict[str, str]:
-        """Validate; mark each field; on success update the namespace. Returns errors."""
+        """Validate, mark each field, update the namespace if all is valid; the errors."""
         base = {n: self.namespace[n] for n in params_mod.NAMES if n in self.namespace}
         values = self.values()
         errors: dict[str, str] = {}
@@ -199,9 +199,10 @@ class ParameterForm:
                                  "the last valid values.")
         else:
             self.namespace.update(values)
-            self.status.value = (f"<b>✓ Valid.</b> Now run the cells below this one "
-                                 f"(Run ▸ Run Selected Cell and All Below) to check "
-                                 f"tenant <code>{html.escape(values['tenant'])}</code>.")
+            tenant = html.escape(values["tenant"])
+            self.status.value = ("<b>✓ Valid.</b> Now run the cells below this one "
+                                 "(Run ▸ Run Selected Cell and All Below) to check "
+                                 f"tenant <code>{tenant}</code>.")
         return errors
 
 
@@ -212,7 +213,8 @@ def _collect(errors: dict[str, str], values: dict) -> None:
         errors.setdefault(exc.name, exc.allowed)
 
 
-def parameter_form(namespace: dict, *, live: bool | None = None) -> ParameterForm | None:
+def parameter_form(namespace: dict, *,
+                   live: bool | None = None) -> ParameterForm | None:
     """Show the form in a live frontend; elsewhere the parameters cell rules alone."""
     if not _live(live):
         return None
@@ -273,7 +275,7 @@ class Confirmation:
         self.button.description = "Applying…"
         with self.output:
             self.verdict = self._apply_confirmed(via="button")
-            show_verdict(*self.verdict)
+            _show_result(*self.verdict)
         self.state = APPLIED
         self.button.description = (f"Applied: confirmed by {self.confirmed_by} at "
                                    f"{self.confirmed_at}")
@@ -326,14 +328,15 @@ class Confirmation:
 
 
 def confirm(ctx, apply: Callable[[bool], Any], *, summary: str, objects: list,
-            live: bool | None = None) -> Confirmation:
+            waits_for: str = "", live: bool | None = None) -> Confirmation:
     """Do the step's work as its parameters say, or offer the plan under a button.
 
     A run with `confirm = True` records the confirmation (via the parameter)
     and applies at once, as in a batch run. A run without it applies nothing;
     in a live frontend, when the plan has something to do, the button appears
     under it. Nothing to do (a step run again on a tenant that is done) or a
-    blocked plan shows no button: its verdict says why.
+    blocked plan shows no button: its verdict says why. `waits_for` names what
+    must happen first (another step); it is shown in place of the button.
     """
     confirmed = bool(ctx.params.confirm)
     if confirmed and objects:
@@ -346,10 +349,20 @@ def confirm(ctx, apply: Callable[[bool], Any], *, summary: str, objects: list,
     c = Confirmation(ctx, apply, summary=summary, objects=objects,
                      verdict=_pair(apply(confirmed)))
     if _live(live) and not confirmed and objects and c.verdict[0] == PLANNED:
+        if waits_for:
+            _display_html(f"<b>No “Apply this plan” yet:</b> it waits for "
+                          f"{html.escape(waits_for)}. Then run this notebook again.")
+            return c
         c.offer()
         if isinstance(ctx, LiveStep):
             ctx.confirmations.append(c)
     return c
+
+
+def _display_html(text: str) -> None:
+    from IPython.display import HTML
+
+    _display(HTML(text))
 
 
 def plan_digest(objects: list) -> str:
@@ -387,6 +400,18 @@ def _login() -> str:
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _show_result(status: str, message: str) -> None:
+    """The outcome right under the button; the verdict cell gives the step's verdict."""
+    from IPython import get_ipython
+
+    if get_ipython() is None:
+        print(f"Result: {status}. {message}")
+        return
+    from IPython.display import Markdown
+
+    _display(Markdown(f"**Result: {html.escape(status)}.** {html.escape(message)}"))
 
 
 def _pair(verdict) -> tuple[str, str]:
@@ -538,7 +563,7 @@ class MailflowProgress:
         self.clock = clock
         self._sleep = sleep
         self.started = clock()
-        self.line = ""
+        self.head = "looking at the message trace"
         self.bar = self.label = None
         if live:
             import ipywidgets as w
@@ -551,12 +576,13 @@ class MailflowProgress:
             _display(box)
 
     def __call__(self, elapsed: float, total: float, status) -> None:
-        self.line = progress_line(elapsed, total, status)
+        self.head = progress_head(status)
+        line = f"{self.head}; {_left(total - elapsed)}"
         if not self.live:
-            print(self.line, flush=True)
+            print(line, flush=True)
             return
         self.bar.value = min(max(elapsed, 0.0), self.bar.max)
-        self.label.value = html.escape(self.line)
+        self.label.value = html.escape(line)
 
     def sleep(self, seconds: float) -> None:
         end = self.clock() + max(0.0, seconds)
@@ -566,7 +592,7 @@ class MailflowProgress:
                 elapsed = self.clock() - self.started
                 self.bar.value = min(elapsed, self.bar.max)
                 self.label.value = html.escape(
-                    re.sub(r"[^;]*left$", _left(self.total_s - elapsed), self.line))
+                    f"{self.head}; {_left(self.total_s - elapsed)}")
 
     def finish(self, status) -> None:
         if not self.live:
@@ -577,11 +603,11 @@ class MailflowProgress:
         self.bar.description = "Done"
 
 
-def progress_line(elapsed: float, total: float, status) -> str:
+def progress_head(status) -> str:
+    """What the last look at the trace found, in the words of mailflow's printout."""
     return (f"poll {status.polls}: {status.messages_seen} messages, inbound "
             f"{'seen' if status.inbound else 'not yet'}, outbound "
-            f"{'seen' if status.outbound else 'not yet'}; "
-            + _left(total - elapsed))
+            f"{'seen' if status.outbound else 'not yet'}")
 
 
 def _left(seconds: float) -> str:

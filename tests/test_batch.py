@@ -23,13 +23,13 @@ import papermill
 import pytest
 
 from runbook import audit, batch, chain, seppmail
-from runbook.batch import (BatchFileError, BatchRow, Rejected, TenantBusy,
-                           TenantOutcome, acquire_tenant_lock, read_rows, run_batch)
+from runbook.batch import (BatchFileError, Rejected, TenantBusy, TenantOutcome,
+                           acquire_tenant_lock, read_rows, run_batch)
 
 HEADER = "tenant,domains,region,routing,sandbox_state\n"
 FIRST_TWO = ("01-prerequisites", "02-install-module")   # enough for most cases
 
-# -- fixture notebooks --------------------------------------------------------------
+# -- fixture notebooks ---------------------------------------------------------
 
 FIXTURE_PARAMETERS = """tenant = "contoso"
 domains = ["contoso.ch"]
@@ -46,7 +46,8 @@ timeout_seconds = 300.0
 
 # What each fixture step does, by the tenant's name: hang* sleeps in step 2,
 # crash* kills its own tenant process (the kernel's parent) in step 2, fail*
-# fails step 1; every step prints its kernel's transport.
+# fails step 1, plan* only plans even when confirmed; every step prints its
+# kernel's transport.
 FIXTURE_STEP = """import ipykernel.connect, os, signal, time
 from runbook.audit import RunRecord
 print("transport", ipykernel.connect.get_connection_info(unpack=True)["transport"])
@@ -56,7 +57,7 @@ if tenant.startswith("crash") and STEP == "02-install-module":
     os.kill(os.getppid(), signal.SIGKILL)
     time.sleep(600)
 status = "failed" if tenant.startswith("fail") else (
-    "succeeded" if confirm else "planned")
+    "succeeded" if confirm and not tenant.startswith("plan") else "planned")
 RunRecord.open(run_dir).event("verdict", step=STEP, status=status,
                               message=f"fixture {STEP} {status}")
 """
@@ -113,7 +114,7 @@ def summary_rows(result) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-# -- reading the tenants file ------------------------------------------------------------
+# -- reading the tenants file --------------------------------------------------
 
 
 def test_rows_keep_text_and_split_domains_on_semicolons_and_spaces(tmp_path):
@@ -277,7 +278,7 @@ def test_common_values_apply_to_every_row(tmp_path):
         "parameter wait_minutes='soon' is not allowed: a number from 0 to 120")
 
 
-# -- the tenant lock ---------------------------------------------------------------------
+# -- the tenant lock -----------------------------------------------------------
 
 
 def test_lock_file_names_this_process_and_is_private(tmp_path):
@@ -389,7 +390,7 @@ def test_another_thread_of_the_same_process_is_refused(tmp_path):
     assert refused and refused[0].run_dir == str(tmp_path / "contoso" / "run-1")
 
 
-# -- a mixed batch over fixture notebooks ------------------------------------------------
+# -- a mixed batch over fixture notebooks --------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -402,9 +403,9 @@ def mixed_batch(tmp_path_factory):
     path = tenants_file(folder, HEADER + "hang1,h.ch,ch,inline,h.json\n"
                         "alpha,a.ch,ch,inline,a.json\nfail1,f.ch,ch,inline,f.json\n"
                         "crash1,c.ch,ch,inline,c.json\nbusy1,b.ch,ch,inline,b.json\n"
-                        "bad1,x.ch,ch,sideways,x.json\n",
+                        "bad1,x.ch,ch,sideways,x.json\nplan1,p.ch,ch,inline,p.json\n",
                         states=["h.json", "a.json", "f.json", "c.json", "b.json",
-                                "x.json"])
+                                "x.json", "p.json"])
     rows, rejected = read_rows(path)
     lines = []
     with pytest.MonkeyPatch.context() as patch:
@@ -425,7 +426,7 @@ def test_every_tenant_is_in_the_summary_once_in_file_order(mixed_batch):
     assert [(r["line"], r["tenant"], r["outcome"]) for r in rows] == [
         ("2", "hang1", "timed-out"), ("3", "alpha", "succeeded"),
         ("4", "fail1", "failed"), ("5", "crash1", "crashed"), ("6", "busy1", "busy"),
-        ("7", "bad1", "rejected")]
+        ("7", "bad1", "rejected"), ("8", "plan1", "planned")]
     assert result.path.parent == result.path.parents[1] / "batches"
     assert not result.ok and not result.interrupted
 
@@ -485,6 +486,13 @@ def test_busy_tenant_is_refused_naming_the_first_runs_folder(mixed_batch):
     assert list((result.path.parents[1] / "busy1").glob("*/run.json")) == []
 
 
+def test_confirmed_run_that_only_planned_is_no_success(mixed_batch):
+    result, outcomes, _, _ = mixed_batch
+    assert outcomes["plan1"].detail == ("01-prerequisites planned: fixture "
+                                        "01-prerequisites planned")
+    assert "planned" not in result.successes
+
+
 def test_rejected_row_is_listed_with_its_reason(mixed_batch):
     _, outcomes, _, _ = mixed_batch
     assert outcomes["bad1"].line == 7
@@ -517,7 +525,7 @@ def test_chain_kernels_talk_over_ipc(mixed_batch):
     assert "transport ipc" in printed
 
 
-# -- exit status, plans, interruption, Dask -------------------------------------------
+# -- exit status, plans, interruption, Dask ------------------------------------
 
 
 def test_exit_status_is_zero_only_when_every_tenant_succeeded(tmp_path,
@@ -529,7 +537,8 @@ def test_exit_status_is_zero_only_when_every_tenant_succeeded(tmp_path,
                        "gamma,g.ch,ch,zigzag,g.json\n", states=["b.json", "g.json"],
                        name="bad.csv")
     reports = tmp_path / "reports"
-    assert batch.main([str(good), "--confirm", "--reports", str(reports)]) == 0
+    assert batch.main([str(good), "--confirm", "--reports", str(reports),
+                       "--steps", ",".join(FIRST_TWO)]) == 0
     assert batch.main([str(bad), "--confirm", "--reports", str(reports),
                        "--steps", "01-prerequisites"]) == 1
     err = capsys.readouterr().err
@@ -645,7 +654,7 @@ def test_local_executor_does_not_import_dask(tmp_path):
     assert done.stdout == "False False\n"
 
 
-# -- the summary ---------------------------------------------------------------------------
+# -- the summary ---------------------------------------------------------------
 
 
 def test_summary_escapes_html_and_defuses_spreadsheet_formulas(tmp_path):
@@ -668,7 +677,7 @@ def test_summary_escapes_html_and_defuses_spreadsheet_formulas(tmp_path):
     assert oct((folder / "summary.csv").stat().st_mode & 0o777) == "0o600"
 
 
-# -- kernels over IPC ----------------------------------------------------------------------------
+# -- kernels over IPC ----------------------------------------------------------
 
 LISTENING = """import os, json, ipykernel.connect
 def listening_tcp_ports():
@@ -733,7 +742,7 @@ def test_default_kernel_listens_on_a_tcp_port_per_channel(tmp_path):
         report["channels"] + [report["fork_pipe"]])
 
 
-# -- real sandbox tenants --------------------------------------------------------------------------
+# -- real sandbox tenants ------------------------------------------------------
 
 
 @pytest.mark.slow

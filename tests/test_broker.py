@@ -108,7 +108,7 @@ def test_concurrent_clients_get_their_own_replies_one_request_at_a_time():
     assert elapsed >= 0.6             # the child answered one after the other
 
 
-# -- errors arrive as the same classes ----------------------------------------------
+# -- errors arrive as the same classes -----------------------------------------
 
 
 def test_error_records_arrive_as_command_failed(remote):
@@ -165,7 +165,7 @@ def test_closed_remote_session_refuses_calls_and_the_child_serves_on(echo_broker
     assert echo_broker.session.pid is not None
 
 
-# -- the socket ------------------------------------------------------------------
+# -- the socket ----------------------------------------------------------------
 
 
 def test_socket_is_0600_in_a_0700_directory_that_close_removes():
@@ -270,7 +270,7 @@ def test_another_user_is_refused_by_peer_credentials_when_permissions_are_loose(
         assert remote.call("Get-X").output
 
 
-# -- with the sandbox tenant ----------------------------------------------------------
+# -- with the sandbox tenant ---------------------------------------------------
 
 
 @pytest.fixture

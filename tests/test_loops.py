@@ -196,7 +196,7 @@ def test_diagnosis_event_is_recorded_and_shown_in_the_report(loop_diagnosis, tmp
     assert facts["loop"] == "true"
 
 
-# -- a migrated tenant without loops ----------------------------------------------------------
+# -- a migrated tenant without loops ---------------------------------------------------
 
 
 def test_migrated_tenant_without_partner_on_seppmail_has_no_loop(serve):
@@ -212,7 +212,7 @@ def test_migrated_tenant_without_partner_on_seppmail_has_no_loop(serve):
     assert diagnosis.cause == "no loop"
 
 
-# -- this tenant comes first -------------------------------------------------------------------
+# -- this tenant comes first -----------------------------------------------------------
 
 
 def test_old_connector_left_is_named_first(serve):
@@ -297,7 +297,7 @@ def test_cbc_inbound_connector_with_another_tenants_certificate_is_named(serve):
         f"'{NORTHWIND_ID}.ch.seppmail.cloud' (§3.1): recreate it with step 4")
 
 
-# -- recipient verdicts, one case each (in-process DNS and discovery) ---------------------
+# -- recipient verdicts, one case each (in-process DNS and discovery) ------------------
 
 
 @pytest.fixture
@@ -387,7 +387,7 @@ def test_unreachable_discovery_leaves_cbc_readiness_unknown(world):
     assert found.message.endswith("run the diagnosis again")
 
 
-# -- where the discovery service is -----------------------------------------------------------
+# -- where the discovery service is ----------------------------------------------------
 
 
 class _Session:
@@ -416,7 +416,7 @@ def test_no_discovery_service_makes_the_tenant_unknown(world):
     assert found.problems[-1].startswith("tenant ID not looked up")
 
 
-# -- parameters ------------------------------------------------------------------------------
+# -- parameters ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("hours", [0, 241, -1, True, "24", None])
@@ -430,14 +430,24 @@ def test_window_hours_outside_the_traces_limits_is_refused(hours):
 
 def test_window_is_the_last_hours_with_a_minute_of_slack():
     now = datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
-    assert loops.window(24, now=now) == (datetime(2026, 12, 3, 10, 0, tzinfo=timezone.utc),
-                                         datetime(2026, 12, 4, 10, 1, tzinfo=timezone.utc))
+    assert loops.window(24, now=now) == (
+        datetime(2026, 12, 3, 10, 0, tzinfo=timezone.utc),
+        datetime(2026, 12, 4, 10, 1, tzinfo=timezone.utc))
 
 
-def test_window_since_a_moment_starts_there():
+def test_window_since_a_moment_starts_a_minute_before_it():
     now = datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
-    since = now - timedelta(minutes=12)
-    assert loops.window(since=since, now=now)[0] == since
+    since = datetime(2026, 12, 4, 9, 48, tzinfo=timezone.utc)
+    assert loops.window(since=since, now=now) == (
+        datetime(2026, 12, 4, 9, 47, tzinfo=timezone.utc),
+        datetime(2026, 12, 4, 10, 1, tzinfo=timezone.utc))
+
+
+def test_window_since_long_ago_is_cut_to_ten_days():
+    now = datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
+    since = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert loops.window(since=since, now=now)[0] == datetime(2026, 11, 24, 10, 1,
+                                                             tzinfo=timezone.utc)
 
 
 def test_recipients_are_lower_cased_and_deduplicated():
@@ -472,7 +482,7 @@ def test_message_id_that_is_not_one_id_is_refused(value):
     assert caught.value.name == "message_id"
 
 
-# -- a notebook's context ----------------------------------------------------------------------
+# -- a notebook's context --------------------------------------------------------------
 
 
 def test_run_on_a_step_context_records_the_diagnosis_and_fails_the_step(reports):

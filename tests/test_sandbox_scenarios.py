@@ -14,7 +14,8 @@ from runbook.sandbox import scenarios, state
 
 NOW = datetime(2026, 3, 2, 8, 0, 0, tzinfo=timezone.utc)
 ALL = ["legacy-inline", "legacy-parallel", "legacy-slash", "appliance-leftovers",
-       "clean", "wrong-mx", "not-prepared", "mixed-domains", "large", "mail-loop"]
+       "clean", "wrong-mx", "not-prepared", "mixed-domains", "large", "mail-loop",
+       "migrated"]
 # sha1 of the tenant id strings, worked out once with `sha1sum`.
 CONTOSO_CBC = "33693731359576bd27e77e44462a234d54eaffba.cbc.seppmail.cloud."
 FABRIKAM_CBC = "4550ea2201d1b7c3a448d55f1691a84408c1f210.cbc.seppmail.cloud."
@@ -242,7 +243,8 @@ def test_mail_loop_lists_the_recipient_tenant_without_cbc():
     """§10 caveat: the recipient tenant is on SEPPmail.cloud without CBC."""
     built = build("mail-loop")
     assert built["other_tenants"] == [{
-        "name": "adatum", "domain": "adatum.ch",
+        "name": "adatum", "domain": "adatum.ch", "domains": ["adatum.ch"],
+        "initial_domain": "adatum.onmicrosoft.com",
         "tenant_id": "4e8a2c6f-9d1b-4f3e-a5c7-2b9d0e1f6a83", "region": "ch",
         "cbc": False}]
     inbound = by_name(built["inbound_connectors"])["[SEPPmail.cloud] Inbound-InLine"]

@@ -19,7 +19,9 @@ Faults of the real module that are modelled as they are:
   and rewrites the HCFP IPAllowList when `-option` is absent (§1.4, §5.1).
 
 Where the real function writes one error and carries on into more (a missing
--region or -routing in p1/p2), the sandbox stops at the first one.
+-region or -routing in p1/p2), the sandbox stops at the first one; 1.2.5
+without -region is refused the same way, where the real function would go
+on with empty TLS names until Exchange refuses them.
 """
 
 from __future__ import annotations

@@ -562,9 +562,16 @@ def _large(state, sc, size):
     _dns(state, sc)
 
 
-LOOP_PARTNER = {"name": "adatum", "domain": "adatum.ch",
+LOOP_PARTNER = {"name": "adatum", "domain": "adatum.ch", "domains": ["adatum.ch"],
+                "initial_domain": "adatum.onmicrosoft.com",
                 "tenant_id": "4e8a2c6f-9d1b-4f3e-a5c7-2b9d0e1f6a83", "region": "ch",
                 "cbc": False}
+
+
+def _migrated(state, sc, size):
+    seed_unrelated(state, sc)
+    seed_130_inline(state, sc)
+    _dns(state, sc)
 
 
 def _mail_loop(state, sc, size):
@@ -660,6 +667,15 @@ _register(Scenario(
     "northwind", "0e2a4c6e-8f1b-4d3f-a5b7-9c1e3a5c7e9f",
     ("northwindtraders.ch",), "ch", "inline", _mail_loop, module="1.3.0"))
 
+_register(Scenario(
+    "migrated",
+    "An inline tenant already on CBC, with mail flowing and no loop.\n"
+    "Tenant proseware (proseware.ch), region ch, CBC connectors and inline rules"
+    " 060/200 of module 1.3.0; its test mail goes to an ordinary external"
+    " recipient. The default tenant of 06-diagnose-mail-loops.",
+    "proseware", "5c7e9a1b-3d5f-4b7d-9f1a-3c5e7a9b1d3f",
+    ("proseware.ch",), "ch", "inline", _migrated, module="1.3.0"))
+
 
 # --- public API ----------------------------------------------------------------------
 
@@ -669,6 +685,13 @@ def names() -> list[str]:
 
 def describe(name: str) -> str:
     return _scenario(name).description
+
+
+def declared(name: str) -> dict:
+    """What the engineer declares for this tenant: the run's parameters."""
+    sc = _scenario(name)
+    return {"tenant": sc.tenant, "domains": list(sc.domains), "region": sc.region,
+            "routing": sc.routing}
 
 
 def _scenario(name: str) -> Scenario:

@@ -71,12 +71,15 @@ def installed_versions(state: dict) -> list[str]:
     return sorted(versions, key=version_key, reverse=True)
 
 
-def hello(state: dict, dns_address: tuple[str, int] | None) -> dict:
+def hello(state: dict, dns_address: tuple[str, int] | None,
+          openid_url: str | None = None) -> dict:
     versions = dict(VERSIONS, seppmail365cloud=installed_versions(state))
     line = {"hello": "runbook-bridge", "protocol": 1, "host": "sandbox",
             "versions": versions}
     if dns_address is not None:
         line["dns"] = f"{dns_address[0]}:{dns_address[1]}"
+    if openid_url is not None:
+        line["openid"] = openid_url
     return line
 
 
@@ -190,6 +193,12 @@ def _start_dns(state: dict):
     return start_dns_server(state.get("dns", {}).get("records", []))
 
 
+def _start_openid(state: dict):
+    from .openid_server import start_openid_server
+
+    return start_openid_server(state)
+
+
 def serve(state_path: str | os.PathLike, stdin: BinaryIO, stdout: BinaryIO, *,
           clock: Callable | None = None) -> int:
     """Serve one session: hello, then requests until EOF. Returns the exit code."""
@@ -201,8 +210,10 @@ def serve(state_path: str | os.PathLike, stdin: BinaryIO, stdout: BinaryIO, *,
     load_cmdlets()
     tenant = Tenant(state, clock=clock)
     dns = _start_dns(state)
+    openid = _start_openid(state)
     try:
-        _write(stdout, hello(state, dns.address if dns else None))
+        _write(stdout, hello(state, dns.address if dns else None,
+                             openid.url if openid else None))
         for line in stdin:
             if not line.strip():
                 continue
@@ -215,6 +226,8 @@ def serve(state_path: str | os.PathLike, stdin: BinaryIO, stdout: BinaryIO, *,
     finally:
         if dns is not None:
             dns.stop()
+        if openid is not None:
+            openid.stop()
     return 0
 
 
