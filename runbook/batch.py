@@ -1309,7 +1309,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _module_main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--tenant-process":
+        return _tenant_process(int(argv[1]))
+    return main(argv)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--tenant-process":
-        sys.exit(_tenant_process(int(sys.argv[2])))
-    sys.exit(main())
+    # Run through the imported module, not this __main__ copy of it: the
+    # tenant locks this process holds are registered in one module only, and
+    # chain.run takes the same lock again through `runbook.batch`.
+    from runbook import batch as _batch
+
+    sys.exit(_batch._module_main(sys.argv[1:]))

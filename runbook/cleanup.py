@@ -24,19 +24,6 @@ log = logging.getLogger(__name__)
 ORDER = ("transport_rule", "outbound_connector", "inbound_connector")
 
 
-class CleanupBlocked(RuntimeError):
-    """Cleanup cannot start: something must be done by hand first.
-
-    `actions` lists the instructions, one per object, in the order to do them.
-    """
-
-    def __init__(self, summary: str, actions: list[str]):
-        self.summary = summary
-        self.actions = actions
-        super().__init__(summary + "\n" + "\n".join(f"  {n}. {a}"
-                                                    for n, a in enumerate(actions, 1)))
-
-
 class CleanupFailed(RuntimeError):
     """A removal failed midway; carries what was and was not removed."""
 
@@ -60,6 +47,12 @@ class Plan:
     removals: list[Item] = field(default_factory=list)
     kept: list[Item] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    portal_actions: list[str] = field(default_factory=list)
+
+    @property
+    def scripted(self) -> list[Item]:
+        """The removals PowerShell can make (all but slash-named connectors)."""
+        return [i for i in self.removals if not i.portal_only]
 
     @property
     def empty(self) -> bool:
@@ -87,10 +80,13 @@ def plan(inv: Inventory) -> Plan:
     kept = [i for i in items if not i.remove]
     result = Plan(inventory=inv, removals=removals, kept=kept)
     result.blocked = _blocking_actions(removals, kept)
+    result.portal_actions = _portal_actions(removals)
     return result
 
 
-def _blocking_actions(removals: list[Item], kept: list[Item]) -> list[str]:
+def _portal_actions(removals: list[Item]) -> list[str]:
+    """Exchange no longer lets PowerShell touch connectors named with / or \\
+    (seppmail365cloud.md §5.1): the admin center renames, then deletes them."""
     actions = []
     for item in removals:
         if item.portal_only:
@@ -100,6 +96,11 @@ def _blocking_actions(removals: list[Item], kept: list[Item]) -> list[str]:
                 f"{inventory.KIND_LABELS[item.kind]} {item.name!r} to {new_name!r} "
                 f"(Exchange no longer accepts '/' or '\\' in connector names), "
                 f"then delete {new_name!r}.")
+    return actions
+
+
+def _blocking_actions(removals: list[Item], kept: list[Item]) -> list[str]:
+    actions = []
     removed_connectors = {i.name.lower() for i in removals if i.kind == "outbound_connector"}
     for rule in kept:
         if rule.kind != "transport_rule":
@@ -111,12 +112,6 @@ def _blocking_actions(removals: list[Item], kept: list[Item]) -> list[str]:
                 f"{rule.obj.get('RouteMessageOutboundConnector')!r}, which cleanup must "
                 f"remove: change or delete that rule first.")
     return actions
-
-
-def check_not_blocked(p: Plan) -> None:
-    if p.blocked:
-        raise CleanupBlocked("Cleanup cannot start; nothing was removed. Do this first, "
-                             "then run this step again:", p.blocked)
 
 
 def backup(p: Plan, record, exo) -> list[str]:
@@ -175,6 +170,10 @@ def _others(inv: Inventory) -> dict[str, dict]:
             for i in inv.items() if i.cls == inventory.NOT_OURS}
 
 
+def _numbered(actions: list[str]) -> str:
+    return " ".join(f"({n}) {a}" for n, a in enumerate(actions, 1))
+
+
 def _priority(item: Item) -> int:
     value = item.obj.get("Priority")
     return value if isinstance(value, int) else 0
@@ -198,16 +197,26 @@ def run(p: Plan, *, record, exo, confirmed: bool) -> Result:
         return Result("succeeded", p.summary())
     if p.blocked:
         return Result("failed", "Cleanup cannot start; nothing was removed. Do this "
-                      "first, then run this step again: " +
-                      " ".join(f"({n}) {a}" for n, a in enumerate(p.blocked, 1)))
+                      "first, then run this step again: " + _numbered(p.blocked))
     if not confirmed:
-        return Result("planned", p.summary() + " Nothing was changed (confirm=False).")
+        portal = (" Then, in the Exchange admin center: " + _numbered(p.portal_actions)
+                  if p.portal_actions else "")
+        return Result("planned", p.summary() + portal +
+                      " Nothing was changed (confirm=False).")
 
     backup(p, record, exo)
+    scripted = Plan(inventory=p.inventory, removals=p.scripted)
     try:
-        removed = execute(p, exo)
+        removed = execute(scripted, exo)
     except CleanupFailed as exc:
         return Result("failed", str(exc), removed=exc.removed)
+    if p.portal_actions:
+        # Rules had to go first: the admin center refuses to rename or delete a
+        # connector that a rule still routes through.
+        return Result("failed", f"Removed {len(removed)} SEPPmail objects (backup in "
+                      "backup/). The rest can only be removed by hand: "
+                      + _numbered(p.portal_actions) + " Then run this step again "
+                      "(`runbook resume RUN_DIR`).", removed)
 
     after = inventory.take(exo)
     record.write_json("inventory/after-cleanup.json", after.as_json())

@@ -228,3 +228,13 @@ def _enabled(obj: dict) -> bool | None:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def record_before(record, inv: Inventory, relpath: str = "inventory/before.json"
+                  ) -> Inventory:
+    """Keep the first inventory of a run: a resumed step 3 must not replace it,
+    since rollback recreates the tenant as it was before the *run*."""
+    if record.path_of(relpath).exists():
+        return Inventory.from_json(record.read_json(relpath))
+    record.write_json(relpath, inv.as_json())
+    return inv

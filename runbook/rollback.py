@@ -120,21 +120,32 @@ class RollbackPlan:
 
 
 def plan(run_dir: Path, now: Inventory) -> RollbackPlan:
+    """What to remove and what to recreate so the tenant is as before the run.
+
+    Objects are matched by name *and* properties: a CBC connector that took
+    the old connector's name is a new object, to remove, and the old one is
+    recreated from the backup.
+    """
     before = Inventory.from_json(json.loads(
         (run_dir / "inventory" / "before.json").read_text(encoding="utf-8")))
-    had = {i.key for i in before.items()}
-    backup = Backup.load(run_dir)
-    now_keys = {i.key for i in now.items()}
+    original = {_fingerprint(kind, o) for kind in ORDER for o in before.objects(kind)}
+    present = {_fingerprint(kind, o) for kind in ORDER for o in now.objects(kind)}
+    created = Inventory(now.taken_at, *[
+        [o for o in now.objects(kind) if _fingerprint(kind, o) not in original]
+        for kind in ("inbound_connector", "outbound_connector", "transport_rule")])
     result = RollbackPlan(before=before, source=str(run_dir))
-    result.remove = cleanup.plan(Inventory(now.taken_at, *[
-        [o for o in now.objects(kind)
-         if f"{kind}:{str(o.get('Name', '')).lower()}" not in had]
-        for kind in ("inbound_connector", "outbound_connector", "transport_rule")
-    ])).removals
-    for kind, obj in sorted(backup.objects, key=_recreate_order):
-        key = f"{kind}:{str(obj.get('Name', '')).lower()}"
-        (result.present if key in now_keys else result.recreate).append((kind, obj))
+    result.remove = cleanup.plan(created).removals
+    for kind, obj in sorted(Backup.load(run_dir).objects, key=_recreate_order):
+        target = result.present if _fingerprint(kind, obj) in present else result.recreate
+        target.append((kind, obj))
     return result
+
+
+def _fingerprint(kind: str, obj: dict) -> str:
+    """Name and properties, without what Exchange assigns or shifts (Priority)."""
+    props = {k: v for k, v in inventory.comparable(obj).items() if k != "Priority"}
+    props["Name"] = str(props.get("Name", "")).lower()
+    return kind + json.dumps(props, sort_keys=True, default=str)
 
 
 def _recreate_order(entry):

@@ -38,6 +38,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -562,7 +563,7 @@ class MailflowProgress:
         self.live = live
         self.clock = clock
         self._sleep = sleep
-        self.started = clock()
+        self.reported = (0.0, clock())   # elapsed as the wait last said, and when
         self.head = "looking at the message trace"
         self.bar = self.label = None
         if live:
@@ -577,6 +578,7 @@ class MailflowProgress:
 
     def __call__(self, elapsed: float, total: float, status) -> None:
         self.head = progress_head(status)
+        self.reported = (elapsed, self.clock())
         line = f"{self.head}; {_left(total - elapsed)}"
         if not self.live:
             print(line, flush=True)
@@ -589,7 +591,7 @@ class MailflowProgress:
         while (left := end - self.clock()) > 0:
             self._sleep(min(1.0, left))
             if self.live:
-                elapsed = self.clock() - self.started
+                elapsed = self.reported[0] + self.clock() - self.reported[1]
                 self.bar.value = min(elapsed, self.bar.max)
                 self.label.value = html.escape(
                     f"{self.head}; {_left(self.total_s - elapsed)}")
@@ -611,7 +613,7 @@ def progress_head(status) -> str:
 
 
 def _left(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, math.ceil(seconds))   # a countdown shows 1 s until it is over
     minutes, rest = divmod(seconds, 60)
     return f"{minutes} min {rest:02d} s left" if minutes else f"{rest} s left"
 

@@ -1,0 +1,78 @@
+"""Migrate, roll back, resume: whole chains on sandbox tenants (issue 6 "Done when")."""
+
+import json
+
+import pytest
+
+from runbook import chain, inventory, params
+from runbook.sandbox import cli as sandbox_cli
+from runbook.sandbox import scenarios
+from runbook.sandbox import state as state_mod
+
+pytestmark = pytest.mark.slow
+KINDS = ("inbound_connectors", "outbound_connectors", "transport_rules")
+
+
+def _objects(state_file):
+    tenant = state_mod.load(state_file)
+    return {kind: sorted((inventory.comparable(o) for o in tenant[kind]),
+                         key=lambda o: str(o["Name"]).lower()) for kind in KINDS}
+
+
+def _params(scenario, state_file, **extra):
+    return params.validate(**scenarios.declared(scenario), sandbox_state=str(state_file),
+                           wait_minutes=1.0, poll_seconds=0.5, **extra)
+
+
+@pytest.mark.parametrize("scenario", ["legacy-inline", "legacy-parallel",
+                                      "appliance-leftovers"])
+def test_migrate_then_roll_back_restores_every_connector_and_rule(
+        scenario, make_tenant, reports):
+    state_file = make_tenant(scenario, propagation_delay_s=1)
+    before = _objects(state_file)
+    run = chain.run(_params(scenario, state_file, confirm=True), reports_dir=reports,
+                    progress=lambda *_: None)
+    assert run.run()["status"] == "succeeded", run.run()["steps"]
+    assert _objects(state_file) != before
+
+    planned = chain.rollback(run.path, confirm=False, progress=lambda *_: None)
+    assert planned.run()["status"] == "planned"
+    assert planned.run()["rollback_of"] == str(run.path.resolve())
+
+    undo = chain.rollback(run.path, confirm=True, progress=lambda *_: None)
+    assert undo.run()["status"] == "succeeded", undo.run()["steps"]
+    assert _objects(state_file) == before
+
+
+def test_slash_named_connectors_stop_at_step_3_and_resume_after_the_portal(
+        make_tenant, reports, capsys):
+    state_file = make_tenant("legacy-slash", propagation_delay_s=1)
+    record = chain.run(_params("legacy-slash", state_file, confirm=True),
+                       reports_dir=reports, progress=lambda *_: None)
+    run = record.run()
+    assert run["status"] == "failed"
+    assert [s["status"] for s in run["steps"]] == ["succeeded", "succeeded", "failed"]
+    verdict = [e["data"] for e in record.events() if e["kind"] == "verdict"][-1]
+    assert verdict["step"] == "03-cleanup"
+    assert "can only be removed by hand" in verdict["message"]
+
+    # The engineer follows the instructions in the Exchange admin center.
+    tenant = state_mod.load(state_file)
+    slashed = [c["Name"] for kind in ("inbound_connectors", "outbound_connectors")
+               for c in tenant[kind] if "/" in c["Name"] or "\\" in c["Name"]]
+    assert slashed
+    for name in slashed:
+        renamed = name.replace("/", "-").replace("\\", "-")
+        assert renamed in verdict["message"]
+        assert sandbox_cli.main(["portal", str(state_file), "--rename", name,
+                                 renamed]) == 0
+        assert sandbox_cli.main(["portal", str(state_file), "--delete", renamed]) == 0
+
+    resumed = chain.resume(record.path, progress=lambda *_: None)
+    run = resumed.run()
+    assert run["status"] == "succeeded", run["steps"]
+    names = [c["Name"] for c in state_mod.load(state_file)["inbound_connectors"]]
+    assert "[SEPPmail.cloud] Inbound-Parallel" in names
+    assert not [n for n in names if "/" in n]
+    from runbook.audit import verify
+    assert verify(record.path).ok

@@ -1,0 +1,123 @@
+"""Cleanup and its undo on every scenario, through a real sandbox child (issue 6)."""
+
+import pytest
+
+from runbook import cleanup, inventory, rollback
+from runbook.audit import RunRecord
+from runbook.exchange import ExchangeOnline
+from runbook.powershell import Session, sandbox_command
+from runbook.sandbox import scenarios
+
+SCENARIOS = [n for n in scenarios.names() if n != "legacy-slash"]
+
+
+def _connect(state_file, record):
+    declared = scenarios.declared(state_file.stem)
+    session = Session(sandbox_command(state_file), timeout=60)
+    exo = ExchangeOnline(session, record=record, confirmed=True, step="03-cleanup")
+    exo.connect(f"{declared['tenant']}.onmicrosoft.com")
+    return session, exo
+
+
+def _comparable(inv):
+    return {kind: sorted((inventory.comparable(o) for o in inv.objects(kind)),
+                         key=lambda o: str(o.get("Name")).lower())
+            for kind in inventory.KINDS}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_cleanup_leaves_no_seppmail_object_and_the_backup_recreates_them(
+        scenario, make_tenant, tmp_path):
+    state_file = make_tenant(scenario)
+    record = RunRecord.create(tmp_path / "reports", scenarios.declared(scenario)["tenant"],
+                              parameters={}, operator="test")
+    session, exo = _connect(state_file, record)
+    try:
+        before = inventory.take(exo)
+        record.write_json("inventory/before.json", before.as_json())
+        plan = cleanup.plan(before)
+        result = cleanup.run(plan, record=record, exo=exo, confirmed=True)
+        assert result.status == "succeeded", result.message
+        after = inventory.take(exo)
+        assert after.seppmail_items() == []
+        assert cleanup.prove(before, after) == []
+        assert len(result.removed) == len(before.seppmail_items())
+
+        undo = rollback.plan(record.path, after)
+        assert len(undo.recreate) == len(result.removed)
+        status, message = rollback.run(undo, record=record, exo=exo, confirmed=True)
+        assert status == "succeeded", message
+        restored = inventory.take(exo)
+    finally:
+        session.close()
+    assert _comparable(restored) == _comparable(before)
+
+
+def test_slash_named_connectors_are_left_for_the_portal_after_everything_else(
+        make_tenant, tmp_path):
+    """§5.1: rename, then delete in the portal; rules go first so the portal can."""
+    from runbook.sandbox import portal, state as state_mod
+
+    state_file = make_tenant("legacy-slash")
+    record = RunRecord.create(tmp_path / "reports", "tailspin", parameters={})
+    session, exo = _connect(state_file, record)
+    try:
+        plan = cleanup.plan(inventory.take(exo))
+        slashed = [i.name for i in plan.removals if i.portal_only]
+        assert slashed and all("/" in n for n in slashed)
+        result = cleanup.run(plan, record=record, exo=exo, confirmed=True)
+        left = inventory.take(exo).seppmail_items()
+    finally:
+        session.close()
+    assert result.status == "failed"
+    assert "can only be removed by hand" in result.message
+    for name in slashed:
+        assert f"rename the" in result.message and repr(name) in result.message
+    assert sorted(i.name for i in left) == sorted(slashed)
+    assert len(result.removed) == len(plan.removals) - len(slashed)
+
+    tenant = state_mod.load(state_file)
+    for name in slashed:
+        renamed = name.replace("/", "-")
+        portal.rename_connector(tenant, name, renamed)
+        portal.delete_connector(tenant, renamed)
+    state_mod.save(state_file, tenant)
+    session, exo = _connect(state_file, record)
+    try:
+        again = cleanup.run(cleanup.plan(inventory.take(exo)), record=record, exo=exo,
+                            confirmed=True)
+    finally:
+        session.close()
+    assert again.status == "succeeded"
+    assert again.message.startswith("Nothing to remove")
+
+
+def test_removal_without_a_backup_is_refused(make_tenant, tmp_path):
+    from runbook.exchange import BackupMissing
+
+    state_file = make_tenant("legacy-inline")
+    session, exo = _connect(state_file, None)
+    try:
+        connector = [c for c in exo.inbound_connectors()
+                     if c["Name"].startswith("[SEPPmail")][0]
+        with pytest.raises(BackupMissing, match="no backup was written first"):
+            exo.remove("inbound_connector", connector)
+    finally:
+        session.close()
+
+
+def test_unconfirmed_facade_refuses_every_change(make_tenant):
+    from runbook.exchange import NotConfirmed
+
+    state_file = make_tenant("legacy-inline")
+    before = state_file.read_bytes()
+    session, exo = _connect(state_file, None)
+    exo.confirmed = False
+    try:
+        with pytest.raises(NotConfirmed, match="needs confirmation"):
+            exo.install_module("2.0.2")
+        with pytest.raises(NotConfirmed):
+            exo.new_sc365_connectors(domain="contoso.ch", region="ch", routing="inline")
+    finally:
+        session.close()
+    assert state_file.read_bytes() == before
