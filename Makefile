@@ -22,9 +22,11 @@ test: $(STAMP)
 
 # JUPYTER_PATH first: the venv's "python3" kernel (installed with the stamp) wins over
 # any user-level kernel of that name, so the notebooks run with this project's Python.
+# Jupyter refuses root unless told; build machines and containers often are root.
 lab: $(STAMP)
 	JUPYTER_PATH="$(CURDIR)/$(VENV)/share/jupyter" $(BIN)/jupyter lab \
-		--ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)/notebooks"
+		--ServerApp.ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)/notebooks" \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -81,6 +81,8 @@ class Lab:
                 f"--ServerApp.root_dir={self.notebooks}",
                 "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        if os.geteuid() == 0:   # CI machines run as root
+            argv.append("--allow-root")
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log,
                                             stderr=subprocess.STDOUT,

@@ -140,7 +140,12 @@ class SessionBroker:
         self._stop = threading.Event()
         self._clients: set[socket.socket] = set()
         self._clients_lock = threading.Lock()
-        self._listener = self._listen()
+        try:
+            self._listener = self._listen()
+        except BaseException:
+            if self._own_dir:
+                shutil.rmtree(self.path.parent, ignore_errors=True)
+            raise
         self._thread = threading.Thread(target=self._accept_loop, daemon=True,
                                         name=f"runbook-broker-{self.path.name}")
         self._thread.start()
