@@ -1,5 +1,7 @@
 """Batch runs over many tenants (runbook.batch, issue 8).
 
+The tests marked slow execute notebooks; the others read files and take locks.
+
 Most tests run the chain over fixture notebooks (written below): five tiny
 steps that record a verdict, and, steered by the tenant's name, fail, hang
 or kill their own tenant process. They exercise the batch machinery (one
@@ -420,6 +422,7 @@ def mixed_batch(tmp_path_factory):
     return result, {o.tenant: o for o in result.outcomes}, lines, elapsed
 
 
+@pytest.mark.slow
 def test_every_tenant_is_in_the_summary_once_in_file_order(mixed_batch):
     result, _, _, _ = mixed_batch
     rows = summary_rows(result)
@@ -431,6 +434,7 @@ def test_every_tenant_is_in_the_summary_once_in_file_order(mixed_batch):
     assert not result.ok and not result.interrupted
 
 
+@pytest.mark.slow
 def test_succeeded_tenant_links_its_verified_run_folder(mixed_batch):
     result, outcomes, _, _ = mixed_batch
     alpha = outcomes["alpha"]
@@ -445,6 +449,7 @@ def test_succeeded_tenant_links_its_verified_run_folder(mixed_batch):
     assert f'<a href="{row["run_dir"]}/report.html">' in page
 
 
+@pytest.mark.slow
 def test_failed_tenant_says_which_step_failed_and_why(mixed_batch):
     _, outcomes, _, _ = mixed_batch
     fail = outcomes["fail1"]
@@ -452,6 +457,7 @@ def test_failed_tenant_says_which_step_failed_and_why(mixed_batch):
     assert fail.verified is True
 
 
+@pytest.mark.slow
 def test_tenant_past_its_time_limit_is_stopped_and_its_record_closed(mixed_batch):
     result, outcomes, _, elapsed = mixed_batch
     hang = outcomes["hang1"]
@@ -466,6 +472,7 @@ def test_tenant_past_its_time_limit_is_stopped_and_its_record_closed(mixed_batch
     assert elapsed < 30          # the others did not wait for it
 
 
+@pytest.mark.slow
 def test_crashed_tenant_is_recorded_and_its_orphaned_kernel_stopped(mixed_batch):
     result, outcomes, _, _ = mixed_batch
     crash = outcomes["crash1"]
@@ -476,6 +483,7 @@ def test_crashed_tenant_is_recorded_and_its_orphaned_kernel_stopped(mixed_batch)
     assert batch_processes(result.batch_id) == []
 
 
+@pytest.mark.slow
 def test_busy_tenant_is_refused_naming_the_first_runs_folder(mixed_batch):
     result, outcomes, _, _ = mixed_batch
     busy = outcomes["busy1"]
@@ -486,6 +494,7 @@ def test_busy_tenant_is_refused_naming_the_first_runs_folder(mixed_batch):
     assert list((result.path.parents[1] / "busy1").glob("*/run.json")) == []
 
 
+@pytest.mark.slow
 def test_confirmed_run_that_only_planned_is_no_success(mixed_batch):
     result, outcomes, _, _ = mixed_batch
     assert outcomes["plan1"].detail == ("01-prerequisites planned: fixture "
@@ -493,6 +502,7 @@ def test_confirmed_run_that_only_planned_is_no_success(mixed_batch):
     assert "planned" not in result.successes
 
 
+@pytest.mark.slow
 def test_rejected_row_is_listed_with_its_reason(mixed_batch):
     _, outcomes, _, _ = mixed_batch
     assert outcomes["bad1"].line == 7
@@ -500,6 +510,7 @@ def test_rejected_row_is_listed_with_its_reason(mixed_batch):
                                        "one of inline, parallel")
 
 
+@pytest.mark.slow
 def test_progress_names_the_tenant_of_each_step(mixed_batch):
     _, _, lines, _ = mixed_batch
     assert "alpha: 01-prerequisites ..." in lines
@@ -507,6 +518,7 @@ def test_progress_names_the_tenant_of_each_step(mixed_batch):
     assert any(line.startswith("hang1: timed-out (") for line in lines)
 
 
+@pytest.mark.slow
 def test_each_tenant_has_a_private_log(mixed_batch):
     result, outcomes, _, _ = mixed_batch
     log = result.path / outcomes["crash1"].log
@@ -514,6 +526,7 @@ def test_each_tenant_has_a_private_log(mixed_batch):
     assert "Executing notebook" in log.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="chain._run_step does not pass "
                    "batch.PAPERMILL_OPTIONS (kernel_manager_class) to papermill yet")
 def test_chain_kernels_talk_over_ipc(mixed_batch):
@@ -528,6 +541,7 @@ def test_chain_kernels_talk_over_ipc(mixed_batch):
 # -- exit status, plans, interruption, Dask ------------------------------------
 
 
+@pytest.mark.slow
 def test_exit_status_is_zero_only_when_every_tenant_succeeded(tmp_path,
                                                               fixture_notebooks,
                                                               capsys):
@@ -546,6 +560,7 @@ def test_exit_status_is_zero_only_when_every_tenant_succeeded(tmp_path,
     assert (reports / "beta").is_dir()                # the good row ran anyway
 
 
+@pytest.mark.slow
 def test_unconfirmed_batch_plans_and_counts_as_success(tmp_path, fixture_notebooks):
     path = tenants_file(tmp_path, HEADER + "alpha,a.ch,ch,inline,a.json\n",
                         states=["a.json"])
@@ -587,6 +602,7 @@ def _wait_for(predicate, seconds: float) -> bool:
     return predicate()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_batch_leaves_verifiable_records_and_no_process(
         tmp_path, fixture_notebooks):
     path = tenants_file(tmp_path, HEADER + "hang1,a.ch,ch,inline,a.json\n"
@@ -628,6 +644,7 @@ def test_ctrl_c_stops_the_batch_leaves_verifiable_records_and_no_process(
     assert not list(reports.glob("*/.lock"))
 
 
+@pytest.mark.slow
 def test_dask_executor_runs_each_tenant_as_a_task(tmp_path, fixture_notebooks):
     distributed = pytest.importorskip("distributed")
     path = tenants_file(tmp_path, HEADER + "alpha,a.ch,ch,inline,a.json\n"
@@ -721,6 +738,7 @@ def _kernel_report(tmp_path, **options) -> dict:
 LOOPBACK = "0100007F"    # 127.0.0.1 as /proc/net/tcp writes it
 
 
+@pytest.mark.slow
 def test_ipc_kernel_channels_use_no_tcp_port_and_its_folder_is_removed(tmp_path):
     options = dict(batch.PAPERMILL_OPTIONS)
     options.pop("kernel_name"), options.pop("progress_bar")
@@ -734,6 +752,7 @@ def test_ipc_kernel_channels_use_no_tcp_port_and_its_folder_is_removed(tmp_path)
     assert not folder.exists()
 
 
+@pytest.mark.slow
 def test_default_kernel_listens_on_a_tcp_port_per_channel(tmp_path):
     # The comparison that shows the check above sees TCP channels where they are.
     report = _kernel_report(tmp_path)
