@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/runbook demo
 
+# nbval runs each notebook alone, as an engineer would; their run folders go to a
+# throw-away directory so that a test run leaves nothing under reports/.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+	nbval_reports=$$(mktemp -d) && RUNBOOK_REPORTS_DIR=$$nbval_reports \
+		$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks; \
+		status=$$?; rm -rf "$$nbval_reports"; exit $$status
 
 # JUPYTER_PATH first: the venv's "python3" kernel (installed with the stamp) wins over
 # any user-level kernel of that name, so the notebooks run with this project's Python.

@@ -29,8 +29,29 @@ rewrites the whole chain consistently; the ``hash`` of the run-finished event
 (the *seal*, printed by ``runbook audit verify``) closes that gap once it is
 kept somewhere else, e.g. in the support ticket.
 
-Secrets never land in the record: `redact` runs over parameters, event data,
-run.json fields and JSON files, and over the executed notebooks at finish.
+Secrets never land in the record: `redact` runs over event data, run.json
+fields and JSON files, and over the executed notebooks at finish. The rule:
+
+- a value under a key that names a secret (password, secret, token, key but
+  not keyword, credential) is dropped, whatever it holds;
+- a secret in force (`runbook.credentials.secret_values`: the environment
+  variables and the password file) is masked wherever it occurs inside text,
+  if it has at least `MIN_MASKED_SECRET` characters. A shorter one is not
+  masked in text, only a WARNING says so: ``ch`` is a region and the end of
+  every Swiss domain, so masking it would wreck the record (rollback could not
+  read its parameters back) and the places of the masks would spell the
+  password out. Such a password is weak anyway; use a long one;
+- the run's parameters (`redact_parameters`) are kept as given: they passed
+  `runbook.params.validate` (a tenant name, domains, a region, paths, numbers)
+  and hold no secret, since a secret is never a parameter. A password equal
+  to a parameter would be public knowledge, not a secret, so masking it there
+  would only break resume and rollback.
+
+Parameters are chained too: run-started carries them with the tenant, and
+`verify` requires run.json to agree, so an edit of run.json's parameters in an
+unfinished record shows; `RunRecord.chained_parameters` is what a resumed run
+must use. A reopened run keeps the run.json its old manifest sealed in
+``attempts/<n>/``.
 
 Errors, one tree:
 
@@ -42,6 +63,7 @@ Errors, one tree:
     │                           one safe path segment
     ├── RecordSealed            the run is finished; the folder takes no writes
     ├── RecordDamaged           events.jsonl cannot be read or extended
+    ├── RecordNotIntact         `verify` found problems; nothing may go on from it
     └── RecordLocked            another process held the lock too long
 """
 
@@ -51,6 +73,7 @@ import argparse
 import dataclasses
 import errno
 import fcntl
+import functools
 import getpass
 import hashlib
 import json
@@ -71,6 +94,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator
 
 import runbook
+from runbook import credentials
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +108,18 @@ _UNSEALED = frozenset({EVENTS_FILE, MANIFEST_FILE})
 BACKENDS = ("sandbox", "pwsh")
 STEP_STATUSES = ("succeeded", "failed", "planned", "skipped")
 RUN_STATUSES = ("succeeded", "failed", "planned", "cancelled")
-_IDENTITY_FIELDS = frozenset({"tenant", "run_id", "backend", "started_at"})
+_IDENTITY_FIELDS = frozenset({"tenant", "run_id", "backend", "started_at",
+                              "operator", "host", "parameters"})
+# run.json fields the run-started event carries too; `verify` compares them.
+# sandbox_state is chained only where it is known at creation: a notebook run
+# alone makes its sandbox tenant later (`runbook.notebook.sandbox_state`).
+_CHAINED_FIELDS = ("tenant", "run_id", "operator", "host", "backend", "parameters",
+                   "sandbox_state")
 
 REDACTED = "[redacted]"
-SECRET_ENV_VARS = ("RUNBOOK_CERT_PASSWORD", "RUNBOOK_ACCESS_TOKEN")
+SECRET_ENV_VARS = credentials.SECRET_ENV_VARS
+# Secrets shorter than this are not masked inside text (see the module docstring).
+MIN_MASKED_SECRET = 8
 _SECRET_KEY = re.compile(
     r"password|secret|token|key(?!word)|certificate_password|credential", re.I
 )
@@ -162,6 +194,19 @@ class RecordDamaged(AuditError):
         super().__init__(f"{path} line {line}: {reason}")
 
 
+class RecordNotIntact(AuditError):
+    """`verify` found the record changed or cut short; carries every problem."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.path = Path(path)
+        self.problems = list(problems)
+        more = len(self.problems) - 1
+        super().__init__(f"{path} is not intact (runbook audit verify): "
+                         f"{self.problems[0]}"
+                         + (f"; and {more} more problem{'s' * (more > 1)}"
+                            if more else ""))
+
+
 class RecordLocked(AuditError):
     """Another process kept events.jsonl locked longer than the timeout."""
 
@@ -178,16 +223,47 @@ class RecordLocked(AuditError):
 def redact(obj: Any) -> Any:
     """Return a copy of `obj` with secrets replaced by ``"[redacted]"``.
 
-    Values under keys that name a secret (password, secret, token, key but not
-    keyword, credential; any case, any depth) are dropped, and the values of
-    the environment variables in `SECRET_ENV_VARS` are masked wherever they
-    occur inside a string. A secret only a few characters long masks those
-    characters everywhere; that distortion is the price of never leaking it.
-    Dataclasses become dicts, tuples and sets lists, non-finite floats text.
+    Values under keys that name a secret are dropped (any case, any depth),
+    and the secrets in force that are long enough to tell apart from ordinary
+    text are masked wherever they occur inside a string; the module docstring
+    gives the rule. Dataclasses become dicts, tuples and sets lists,
+    non-finite floats text.
     """
-    values = sorted({os.environ.get(n, "") for n in SECRET_ENV_VARS} - {""},
-                    key=len, reverse=True)
-    return _redact(obj, values)
+    return _redact(obj, _maskable_secrets())
+
+
+def redact_parameters(parameters: Mapping[str, Any]) -> dict:
+    """The run's parameters as recorded: secret-named keys dropped, the values
+    of validated parameters (`runbook.params.NAMES`) kept exactly, anything
+    else redacted as `redact` does."""
+    from runbook import params  # params pulls in idna; only records need it
+
+    values = _maskable_secrets()
+    return {key: REDACTED if _is_secret_key(key)
+            else _redact(value, []) if key in params.NAMES
+            else _redact(value, values)
+            for key, value in parameters.items()}
+
+
+def _maskable_secrets() -> list[str]:
+    values = credentials.secret_values()
+    short = [v for v in values if len(v) < MIN_MASKED_SECRET]
+    if short:
+        _warn_short_secret(len(short[0]))
+    return [v for v in values if len(v) >= MIN_MASKED_SECRET]
+
+
+@functools.cache
+def _warn_short_secret(length: int) -> None:
+    log.warning("a secret of %d characters is too short to be masked inside text "
+                "(at least %d are needed); values under secret-named keys are still "
+                "dropped. Use a longer certificate password.", length,
+                MIN_MASKED_SECRET)
+
+
+def _is_secret_key(key: Any) -> bool:
+    return (isinstance(key, str) and _SECRET_KEY.search(key) is not None
+            and key.lower() not in _NOT_SECRET_KEYS)
 
 
 def _redact(obj: Any, values: list[str]) -> Any:
@@ -195,9 +271,8 @@ def _redact(obj: Any, values: list[str]) -> Any:
         obj = dataclasses.asdict(obj)
     if isinstance(obj, Mapping):
         return {_mask(k, values) if isinstance(k, str) else k:
-                REDACTED if isinstance(k, str) and _SECRET_KEY.search(k)
-                and k.lower() not in _NOT_SECRET_KEYS
-                else _redact(v, values) for k, v in obj.items()}
+                REDACTED if _is_secret_key(k) else _redact(v, values)
+                for k, v in obj.items()}
     if isinstance(obj, (set, frozenset)):
         return [_redact(v, values) for v in sorted(obj, key=repr)]
     if isinstance(obj, (list, tuple)):
@@ -412,17 +487,20 @@ class RunRecord:
             "versions": {"runbook": runbook.__version__,
                          "python": platform.python_version(),
                          "platform": platform.platform()},
-            "parameters": redact(parameters),
             "steps": [],
         }
         if backend == "sandbox":
             run["sandbox_state"] = sandbox_state
+        run = redact(run)
+        # After redact: a validated parameter is never masked (module docstring).
+        run["parameters"] = redact_parameters(parameters)
 
         record = cls(folder)
         _write_private(folder / EVENTS_FILE, b"")
-        _write_private(folder / RUN_FILE, _dumps_file(redact(run)))
-        record.event("run-started", tenant=tenant, run_id=folder.name,
-                     operator=run["operator"], host=run["host"], backend=backend)
+        _write_private(folder / RUN_FILE, _dumps_file(run))
+        started_data = {key: run[key] for key in _CHAINED_FIELDS if key in run}
+        with record._locked() as fd:
+            record._append(fd, "run-started", started_data, redacted=True)
         log.info("run record %s created", folder)
         return record
 
@@ -472,6 +550,30 @@ class RunRecord:
                                     f"not valid JSON ({exc})") from exc
         return events
 
+    def chained_parameters(self) -> dict:
+        """The run's parameters as the hash chain holds them (run-started).
+
+        A resumed run takes these, not run.json's, which a person could edit
+        unnoticed while the record is unfinished. Raises `RecordDamaged` when
+        the first event does not hash right or carries no parameters (a record
+        written before parameters were chained).
+        """
+        path = self.path / EVENTS_FILE
+        with open(path, "rb") as handle:
+            first = handle.readline()
+        if not first.endswith(b"\n"):
+            raise RecordDamaged(path, 1, "no complete first event")
+        problem = _line_problem(first[:-1])
+        event = json.loads(first) if problem is None else None
+        if event is not None and (event["kind"] != "run-started"
+                                  or event["prev"] != ZERO_HASH):
+            problem = "the first event is not a run-started chained to 64 zeros"
+        if problem is None and not isinstance(event["data"].get("parameters"), dict):
+            problem = "run-started holds no parameters (written by an older runbook)"
+        if problem is not None:
+            raise RecordDamaged(path, 1, problem)
+        return dict(event["data"]["parameters"])
+
     @contextmanager
     def _locked(self) -> Iterator[int]:
         path = self.path / EVENTS_FILE
@@ -499,9 +601,10 @@ class RunRecord:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
 
-    def _append(self, fd: int, kind: str, data: dict) -> dict:
+    def _append(self, fd: int, kind: str, data: dict, *,
+                redacted: bool = False) -> dict:
         seq, prev = self._next(fd)
-        line = _event_line(seq, kind, redact(data), prev)
+        line = _event_line(seq, kind, data if redacted else redact(data), prev)
         _write_all(fd, line + b"\n")
         os.fsync(fd)
         log.debug("event %d %s", seq, kind)
@@ -663,7 +766,8 @@ class RunRecord:
             raise ValueError(f"run status {status!r} is not one of "
                              f"{', '.join(RUN_STATUSES)}")
         with self._locked():
-            self._update_run_locked({"status": status, "ended_at": iso(utc_now())})
+            self._update_run_locked({"status": status, "ended_at": iso(utc_now()),
+                                     "versions": self._versions_at_the_end()})
 
         self._scrub_notebooks()
         self._render_notebooks(report)
@@ -685,12 +789,21 @@ class RunRecord:
             raise report_error
         return self.path
 
+    def _versions_at_the_end(self) -> dict:
+        run = self.run()
+        try:
+            events = self.events()
+        except RecordDamaged:  # finish still seals; verify will name the line
+            events = []
+        return final_versions(run.get("versions") or {}, events)
+
     def reopen(self, reason: str) -> str:
         """Unseal a finished run so that a resumed chain can go on; returns the archive.
 
         The finished attempt stays verifiable: its manifest, report.html and
         notebooks/ move to ``attempts/<n>/`` (the notebooks would otherwise be
-        overwritten by the rerun), and a ``run-reopened`` event records the
+        overwritten by the rerun), a copy of run.json as sealed goes with them
+        (the rerun rewrites run.json), and a ``run-reopened`` event records the
         manifest's SHA-256, which must equal the one in the run-finished just
         before it. The next `finish` seals the archive with everything else.
         """
@@ -707,9 +820,12 @@ class RunRecord:
                      if (self.path / rel).exists()]
             for rel in moved:
                 os.replace(self.path / rel, self.path / archive / rel)
+            # run.json goes on changing; its sealed state stays with the manifest.
+            _write_private(self.path / archive / RUN_FILE,
+                           (self.path / RUN_FILE).read_bytes())
             self._append(fd, "run-reopened", {"reason": reason, "archive": archive,
                                               "manifest_sha256": digest,
-                                              "moved": moved})
+                                              "moved": moved, "copied": [RUN_FILE]})
             self._update_run_locked({"status": "running", "ended_at": None})
         log.info("run record %s reopened (%s); attempt archived in %s", self.path,
                  reason, archive)
@@ -734,6 +850,9 @@ class RunRecord:
 
     def _render_notebooks(self, report: Any) -> None:
         for path in sorted(self.path.glob("notebooks/*.ipynb")):
+            page = path.with_suffix(".html")
+            if page.exists() and page.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+                continue  # rendered from this very notebook (the chain does it early)
             try:
                 report.render_notebook(self.path, self._rel(path))
             except Exception as exc:  # one broken notebook must not block sealing
@@ -764,6 +883,25 @@ class RunRecord:
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.path).as_posix()
+
+
+def final_versions(versions: dict, events: list[dict]) -> dict:
+    """run.json's versions completed by the last ``versions`` event of a step.
+
+    Each step's bridge reports pwsh, ExchangeOnlineManagement and the installed
+    seppmail365cloud versions when it connects; the last report is the one the
+    run ended with (step 2 installs a module, so the first is not). The
+    bridge's ``host`` (pwsh or sandbox) becomes ``bridge``, apart from the
+    machine's host name in run.json.
+    """
+    merged = dict(versions)
+    reported = [e["data"] for e in events if e.get("kind") == "versions"]
+    if reported:
+        last = {k: v for k, v in reported[-1].items() if k not in ("step", "runbook")}
+        if "host" in last:
+            last["bridge"] = last.pop("host")
+        merged.update(last)
+    return merged
 
 
 def build_manifest(folder: Path) -> dict:
@@ -819,7 +957,13 @@ def verify(path: Path) -> Verification:
     An unfinished run (no manifest.json) is checked up to its last complete
     event and passes with a note; a torn last line is a note there too. Once
     the run is finished, the manifest, the files and the run-finished event
-    must all agree, and a torn line is a problem.
+    must all agree, and a torn line is a problem. Either way run.json must
+    agree with the chain: its identity and parameters with run-started, its
+    status with the last run-finished. A run.json that says the run finished
+    where no run-finished follows the last reopen is a problem: the record was
+    cut short. That includes a run killed while `finish` renders and seals (a
+    few seconds in which run.json already has the status); its record then
+    fails verify and cannot be resumed, which a new run replaces.
     """
     folder = Path(path)
     result = Verification(ok=False, problems=[], events=0)
@@ -839,6 +983,7 @@ def verify(path: Path) -> Verification:
         _check_manifest(folder, events, result)
     else:
         _check_unfinished(events, result)
+    _check_status(folder, events, result)
 
     result.ok = not result.problems
     return result
@@ -902,10 +1047,59 @@ def _check_run_file(folder: Path, events: list[dict], result: Verification) -> N
     if not events or not isinstance(run, dict):
         return
     started = events[0]["data"]
-    for key in ("tenant", "run_id"):
-        if run.get(key) != started.get(key):
+    for key in _CHAINED_FIELDS:
+        if key not in started:
+            if key == "parameters":
+                result.notes.append(f"{EVENTS_FILE} line 1 holds no parameters (an "
+                                    f"older record); {RUN_FILE}'s are not checked")
+            continue
+        if key == "sandbox_state" and started[key] is None:
+            continue  # made later by a notebook run alone; see _CHAINED_FIELDS
+        if key == "parameters" and isinstance(run.get(key), dict) and isinstance(
+                started[key], dict):
+            _compare_parameters(run[key], started[key], result)
+        elif run.get(key, _ABSENT) != started[key]:
             result.problems.append(f"{RUN_FILE}: {key} {run.get(key)!r} differs from "
-                                   f"{EVENTS_FILE} line 1 ({started.get(key)!r})")
+                                   f"{EVENTS_FILE} line 1 ({started[key]!r})")
+
+
+_ABSENT = object()
+
+
+def _compare_parameters(given: dict, chained: dict, result: Verification) -> None:
+    for key in sorted(set(given) | set(chained)):
+        mine, theirs = given.get(key, _ABSENT), chained.get(key, _ABSENT)
+        if mine == theirs and type(mine) is type(theirs):
+            continue
+        shown = "absent" if mine is _ABSENT else repr(mine)
+        was = "absent" if theirs is _ABSENT else repr(theirs)
+        result.problems.append(f"{RUN_FILE}: parameters.{key} {shown} differs from "
+                               f"{EVENTS_FILE} line 1 ({was})")
+
+
+def _check_status(folder: Path, events: list[dict], result: Verification) -> None:
+    """run.json's status must be what the chain says about the end of the run."""
+    try:
+        run = json.loads((folder / RUN_FILE).read_text("utf-8"))
+    except ValueError:
+        return  # _check_run_file said so
+    if not isinstance(run, dict):
+        return
+    ends = [e for e in events if e["kind"] in ("run-finished", "run-reopened")]
+    last = ends[-1] if ends else None
+    status = run.get("status")
+    if last is not None and last["kind"] == "run-finished":
+        if status != last["data"].get("status"):
+            result.problems.append(f"{RUN_FILE}: status {status!r} differs from "
+                                   f"run-finished ({EVENTS_FILE} line {last['seq']}: "
+                                   f"{last['data'].get('status')!r})")
+    elif status in RUN_STATUSES:
+        after = f" after line {last['seq']}" if last is not None else ""
+        result.problems.append(
+            f"{RUN_FILE}: status {status!r} says the run finished, but "
+            f"{EVENTS_FILE} has no run-finished{after} (events verified up to line "
+            f"{len(events)}): the record was cut short or its seal removed, or the "
+            "run died while sealing")
 
 
 def _check_attempts(folder: Path, events: list[dict], result: Verification) -> None:
@@ -926,8 +1120,8 @@ def _check_attempts(folder: Path, events: list[dict], result: Verification) -> N
             result.problems.append(f"{archive}/{MANIFEST_FILE}: missing or not the "
                                    f"manifest sealed before {where}")
             continue
-        _check_archived_files(folder, archive, json.loads(raw)["files"],
-                              data.get("moved") or [], result)
+        kept = [*(data.get("moved") or []), *(data.get("copied") or [])]
+        _check_archived_files(folder, archive, json.loads(raw)["files"], kept, result)
 
 
 def _check_archived_files(folder: Path, archive: str, listed: dict,

@@ -30,16 +30,18 @@ failed, the run ``failed`` or ``cancelled``) so the folder verifies
 (`runbook.audit.verify`); where the record cannot be closed it stays
 unfinished, which verify accepts up to its last complete event.
 
-Kernels talk to their runner over IPC: `IpcKernelManager` puts a kernel's
-connection file and ZeroMQ sockets in a private 0700 directory instead of on
-TCP ports, so many kernels starting at once cannot collide on a port and
-nothing listens on the network (`PAPERMILL_OPTIONS` for the chain).
+Kernels talk to their runner over IPC (`runbook.kernels.IpcKernelManager`,
+which the chain uses for every notebook): many kernels starting at once
+cannot collide on a port and nothing listens on the network. Each tenant's
+chain opens one PowerShell session and shares it with its notebooks
+(`runbook.powershell.broker`), so a tenant connects once, not once a step.
 
 Errors::
 
     BatchError              base of what this module raises
     ├── BatchFileError      the CSV file as a whole cannot be read (header,
-    │                       encoding); nothing ran
+    │                       encoding, size, not a file); nothing ran
+    ├── SchedulerUnreachable  no Dask scheduler answered at the address given
     └── TenantBusy          another run holds the tenant's lock; carries the
                             tenant, the other run's folder and the lock's data
 """
@@ -54,16 +56,16 @@ import html
 import io
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import selectors
-import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -74,10 +76,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from jupyter_client.manager import AsyncKernelManager
-from traitlets import default
-
 from runbook import params as params_mod
+# Kept importable from here: the batch's kernels are the chain's.
+from runbook.kernels import PAPERMILL_OPTIONS, IpcKernelManager  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,10 @@ LOCK_NAME = ".lock"
 SUMMARY_FIELDS = ("line", "tenant", "outcome", "duration_s", "run_dir", "verified",
                   "peak_memory_mb", "log", "detail")
 DEFAULT_TIME_LIMIT_S = 45 * 60.0   # five steps, step 5 alone waits up to 10 min
+# A row is about 100 bytes: this is some 80,000 tenants, and it keeps a device
+# or a runaway export from filling the memory before a line is judged.
+MAX_CSV_BYTES = 8 * 1024 * 1024
+SCHEDULER_TIMEOUT_S = 30.0
 
 _KILL_ROUNDS = 50         # sweeps until no process with the token is left
 _REAP_WAIT_S = 10.0
@@ -106,12 +111,6 @@ _DOMAIN_SPLIT = re.compile(r"[;\s]+")
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")     # as runbook.params checks it
 _SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
-PAPERMILL_OPTIONS = {
-    "kernel_name": "python3",
-    "progress_bar": False,
-    "log_output": False,
-    "kernel_manager_class": "runbook.batch.IpcKernelManager",
-}
 
 
 # -- errors -----------------------------------------------------------------
@@ -128,6 +127,16 @@ class BatchFileError(BatchError):
         self.path = os.fspath(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class SchedulerUnreachable(BatchError):
+    """No Dask scheduler answered at `address`; no tenant was submitted."""
+
+    def __init__(self, address: str, reason: str):
+        self.address = address
+        self.reason = reason
+        super().__init__(f"no Dask scheduler answered at {address} ({reason}); start "
+                         "one there, or leave out --scheduler for a local cluster")
 
 
 class TenantBusy(BatchError):
@@ -213,13 +222,29 @@ class _RowProblem(ValueError):
 
 def _read_text(path: Path) -> str:
     try:
+        data = _read_limited(path)
         # utf-8-sig: spreadsheet programs start the file with a byte-order mark.
-        return path.read_text(encoding="utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BatchFileError(path, f"not UTF-8 text (byte {exc.start}); save it as "
                              "CSV UTF-8") from exc
     except OSError as exc:
         raise BatchFileError(path, exc.strerror or str(exc)) from exc
+
+
+def _read_limited(path: Path) -> bytes:
+    # O_NONBLOCK: opening a named pipe must not wait for a writer; a regular
+    # file reads as usual.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BatchFileError(path, "not a regular file; give the CSV file itself")
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_CSV_BYTES + 1)
+    if len(data) > MAX_CSV_BYTES:
+        raise BatchFileError(path, f"larger than {MAX_CSV_BYTES // 1024 ** 2} MiB; "
+                             "split it into several files")
+    return data
 
 
 def _dialect(text: str) -> type[csv.Dialect]:
@@ -275,14 +300,8 @@ def _row(path: Path, header: list[str], cells: list[str], line: int,
 
 def _check_unattended(p: params_mod.RunParameters) -> None:
     """What a run needs when nobody is there to answer."""
+    params_mod.check_files(p)
     if p.backend == "sandbox":
-        if not p.sandbox_state:
-            raise params_mod.ParameterError(
-                "sandbox_state", "", "a sandbox state file for the sandbox backend "
-                "(`runbook sandbox new SCENARIO FILE`)")
-        if not Path(p.sandbox_state).is_file():
-            raise params_mod.ParameterError("sandbox_state", p.sandbox_state,
-                                            "an existing file")
         return
     # design.md, pwsh side: batch runs log in app-only with a certificate;
     # device login would wait for a person who is not there.
@@ -290,9 +309,6 @@ def _check_unattended(p: params_mod.RunParameters) -> None:
         raise params_mod.ParameterError(
             "app_id" if not p.app_id else "certificate_path", "",
             "app_id and certificate_path for an unattended (app-only) login")
-    if not Path(p.certificate_path).is_file():
-        raise params_mod.ParameterError("certificate_path", p.certificate_path,
-                                        "an existing certificate file")
 
 
 def _check_unique(row: BatchRow, seen: dict[tuple[str, str], int]) -> None:
@@ -498,44 +514,6 @@ def _running_run(tenant_dir: Path) -> str | None:
         except (OSError, ValueError):
             continue
     return None
-
-
-# -- kernels over IPC ----------------------------------------------------------
-
-
-class IpcKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernel listens on Unix sockets, not TCP ports.
-
-    Each kernel gets a fresh 0700 directory for its connection file and its
-    five ZeroMQ sockets (``kernel-1`` ... ``kernel-5``), removed when the
-    kernel is cleaned up. Pass it to papermill as
-    ``kernel_manager_class="runbook.batch.IpcKernelManager"``.
-    """
-
-    @default("transport")
-    def _default_transport(self) -> str:
-        return "ipc"
-
-    @default("connection_file")
-    def _default_connection_file(self) -> str:
-        return os.path.join(self._private_dir, "kernel.json")
-
-    @default("ip")
-    def _default_ip(self) -> str:
-        return os.path.join(self._private_dir, "kernel")
-
-    @property
-    def _private_dir(self) -> str:
-        folder = self.__dict__.get("_runbook_dir")
-        if folder is None:
-            folder = tempfile.mkdtemp(prefix="runbook-kernel-")  # mode 0700
-            self.__dict__["_runbook_dir"] = folder
-        return folder
-
-    async def _async_cleanup_resources(self, restart: bool = False) -> None:
-        await super()._async_cleanup_resources(restart=restart)
-        if not restart and "_runbook_dir" in self.__dict__:
-            shutil.rmtree(self.__dict__.pop("_runbook_dir"), ignore_errors=True)
 
 
 # -- one tenant ----------------------------------------------------------------
@@ -1075,7 +1053,13 @@ def _run_dask(jobs: list[_Job], workers: int, scheduler: str | None, record,
     if scheduler is None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address=None)
-    client = Client(cluster if cluster is not None else scheduler, timeout=30)
+    try:
+        client = Client(cluster if cluster is not None else scheduler,
+                        timeout=SCHEDULER_TIMEOUT_S)
+    except OSError as exc:     # refused or timed out: distributed's own errors
+        if cluster is not None:
+            cluster.close()
+        raise SchedulerUnreachable(scheduler or "the local cluster", str(exc)) from exc
     stop_name = f"runbook-stop-{secrets.token_hex(6)}"
     stop = Event(stop_name, client=client)
     queue = list(jobs)
@@ -1243,12 +1227,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.scheduler and args.executor != "dask":
         print("runbook batch: --scheduler needs --executor dask", file=sys.stderr)
         return 2
-    common = {"wait_minutes": args.wait_minutes, "poll_seconds": args.poll_seconds}
     try:
-        rows, rejected = read_rows(args.tenants, common=common)
-    except BatchFileError as exc:
+        return _main(args)
+    except (BatchFileError, SchedulerUnreachable, params_mod.ParameterError) as exc:
         print(f"runbook batch: {exc}", file=sys.stderr)
         return 2
+
+
+def _main(args) -> int:
+    # Flags that apply to every row are judged once, not once a row.
+    common = {name: params_mod.check_number(name, getattr(args, name))
+              for name in ("wait_minutes", "poll_seconds")}
+    rows, rejected = read_rows(args.tenants, common=common)
     for bad in rejected:
         print(f"{args.tenants}:{bad.line}: {bad.reason}", file=sys.stderr)
 
@@ -1266,7 +1256,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from runbook.cli import Parser
+
+    parser = Parser(
         prog="runbook batch",
         description="Run the migration chain for every tenant of a CSV file.")
     parser.add_argument("tenants", type=Path, metavar="TENANTS.csv",
@@ -1278,7 +1270,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", choices=("local", "dask"), default="local")
     parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
                         help="a dask.distributed scheduler (with --executor dask)")
-    parser.add_argument("--time-limit", type=float, metavar="MINUTES",
+    parser.add_argument("--time-limit", type=_minutes, metavar="MINUTES",
                         default=DEFAULT_TIME_LIMIT_S / 60,
                         help="stop a tenant after this long (default 45)")
     parser.add_argument("--reports", type=Path, default=None)
@@ -1299,7 +1291,21 @@ def _step_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(
             f"{unknown[0] if unknown else text!r} is not a step; the steps are "
             f"{', '.join(chain.STEPS)}")
+    repeated = next((s for s in steps if steps.count(s) > 1), None)
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{repeated!r} is named twice; name each step "
+                                         "once")
     return steps
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes above 0")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -33,8 +33,11 @@ class CleanupFailed(RuntimeError):
         self.error = error
         self.removed = removed
         self.remaining = remaining
+        # Exchange's messages end with a full stop already.
+        reason = str(error).rstrip(". ")
+        kind = inventory.KIND_LABELS[failed.kind]
         super().__init__(
-            f"removing {inventory.KIND_LABELS[failed.kind]} {failed.name!r} failed: {error}."
+            f"removing {kind} {failed.name!r} failed: {reason}."
             f" Removed before it: {_names(removed) or 'nothing'}."
             f" Not removed: {_names([failed] + remaining)}.")
 
@@ -84,13 +87,19 @@ def plan(inv: Inventory) -> Plan:
     return result
 
 
+def portal_name(name: str) -> str:
+    """The name the engineer gives a slash-named connector in the admin center
+    before deleting it: every `/` and `\\` becomes `-`, as module 0.9.6 did."""
+    return re.sub(r"[\\/]", "-", name)
+
+
 def _portal_actions(removals: list[Item]) -> list[str]:
     """Exchange no longer lets PowerShell touch connectors named with / or \\
     (seppmail365cloud.md §5.1): the admin center renames, then deletes them."""
     actions = []
     for item in removals:
         if item.portal_only:
-            new_name = re.sub(r"[\\/]", "-", item.name)
+            new_name = portal_name(item.name)
             actions.append(
                 f"In the Exchange admin center, Mail flow > Connectors: rename the "
                 f"{inventory.KIND_LABELS[item.kind]} {item.name!r} to {new_name!r} "
@@ -124,9 +133,15 @@ def backup(p: Plan, record, exo) -> list[str]:
             f"backup/{item.kind}s/{safe}.json"
         record.write_json(rel, {"kind": item.kind, "class": item.cls, "object": item.obj})
         files.append(rel)
-    record.write_json("backup/index.json", [
-        {"kind": i.kind, "name": i.name, "file": f, "priority": i.obj.get("Priority")}
-        for i, f in zip(p.removals, files)])
+    entries = [{"kind": i.kind, "name": i.name, "file": f,
+                "priority": i.obj.get("Priority")} for i, f in zip(p.removals, files)]
+    if record.path_of("backup/index.json").exists():
+        # A resumed step (after a failure midway or the portal) backs up only
+        # what is left; the objects the first attempt removed must stay listed.
+        earlier = [e for e in record.read_json("backup/index.json")
+                   if e["file"] not in files]
+        entries = earlier + entries
+    record.write_json("backup/index.json", entries)
     record.event("backup", file="backup/index.json",
                  objects=[{"kind": i.kind, "name": i.name} for i in p.removals])
     for kind in ORDER:

@@ -9,6 +9,9 @@
     runbook sandbox new|scenarios|portal|show ...
     runbook audit verify RUN_DIR
     runbook batch TENANTS.csv [--workers N] [--confirm] [--executor local|dask]
+
+Exit codes: 0 done, 1 the run failed, 2 usage or bad input (one line on stderr
+saying what is wrong; `main` is the one place that turns such errors into it).
 """
 
 from __future__ import annotations
@@ -18,28 +21,64 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from runbook import audit
 from runbook.params import ParameterError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that says where the help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _DELEGATED:
-        return _DELEGATED[argv[0]](argv[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        if argv and argv[0] in _DELEGATED:
+            return _DELEGATED[argv[0]](argv[1:])
+        args = parser.parse_args(argv)
+    except SystemExit as exc:     # argparse: --help, or a usage error already shown
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
     try:
         return args.handler(args)
-    except ParameterError as exc:
-        print(f"runbook: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        # The chain has sealed the run as cancelled and said where it is.
+        print("runbook: stopped by Ctrl-C", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        message = _input_error(exc)
+        if message is None:
+            raise                      # a bug: the traceback is what helps
+        print(f"runbook: {message}", file=sys.stderr)
         return 2
 
 
+def _input_error(exc: Exception) -> str | None:
+    """The line to show for an error caused by what the user gave, else None."""
+    from runbook.audit import NotARunFolder
+    from runbook.batch import TenantBusy
+    from runbook.chain import NothingToResume
+
+    if isinstance(exc, NotARunFolder):
+        return (f"{exc}; give a run folder, reports/<tenant>/<run-id>, that holds "
+                "run.json with the run's parameters")
+    if isinstance(exc, (ParameterError, NothingToResume, TenantBusy)):
+        return str(exc)
+    # Foreign errors from paths the user named (--reports on a file, a folder
+    # without write access): the path and the system's reason.
+    if isinstance(exc, (NotADirectoryError, IsADirectoryError, PermissionError)):
+        return (f"{exc.filename}: {exc.strerror}; name a folder you can write to"
+                if exc.filename else str(exc))
+    return None
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="runbook", description="SEPPmail.cloud CBC "
-                                     "migration runbook")
+    parser = Parser(prog="runbook", description="SEPPmail.cloud CBC migration runbook")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the five steps for one tenant")
@@ -47,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     demo = sub.add_parser("demo", help="migrate a fresh legacy-inline sandbox tenant")
-    demo.add_argument("--scenario", default="legacy-inline")
-    demo.add_argument("--reports", type=Path, default=None)
+    demo.add_argument("--scenario", type=_scenario, default="legacy-inline")
+    demo.add_argument("--reports", type=_folder, default=None)
     demo.set_defaults(handler=_cmd_demo)
 
     resume = sub.add_parser("resume", help="continue a stopped run")
@@ -84,9 +123,28 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--operator", default="")
     parser.add_argument("--wait-minutes", type=float, default=10.0)
     parser.add_argument("--poll-seconds", type=float, default=15.0)
-    parser.add_argument("--reports", type=Path, default=None)
+    parser.add_argument("--reports", type=_folder, default=None)
     parser.add_argument("--confirm", action="store_true",
                         help="make the changes; without it the run only plans")
+
+
+def _folder(text: str) -> Path:
+    """--reports: a folder, or a path where one can be made."""
+    path = Path(text).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file, not a folder; name "
+                                         "the folder for the run folders")
+    return path
+
+
+def _scenario(text: str) -> str:
+    from runbook.sandbox import scenarios
+
+    if text not in scenarios.names():
+        raise argparse.ArgumentTypeError(f"unknown scenario {text!r}; the scenarios "
+                                         f"are {', '.join(scenarios.names())}")
+    return text
 
 
 def _cmd_run(args) -> int:
@@ -99,11 +157,7 @@ def _cmd_run(args) -> int:
         app_id=args.app_id, certificate_path=args.certificate_path,
         operator=args.operator, wait_minutes=args.wait_minutes,
         poll_seconds=args.poll_seconds, confirm=args.confirm)
-    if p.backend == "sandbox" and not p.sandbox_state:
-        raise ParameterError("sandbox_state", "", "a sandbox state file for the sandbox "
-                             "backend (`runbook sandbox new SCENARIO FILE`)")
-    if p.sandbox_state and not Path(p.sandbox_state).is_file():
-        raise ParameterError("sandbox_state", p.sandbox_state, "an existing file")
+    params.check_files(p)
     record = chain.run(p, reports_dir=args.reports)
     print(record.path)
     return 0 if record.run()["status"] in ("succeeded", "planned") else 1
@@ -131,10 +185,24 @@ def _cmd_demo(args) -> int:
     return 0 if record.run()["status"] == "succeeded" else 1
 
 
+_NOT_INTACT = (audit.RecordNotIntact, audit.RecordDamaged)
+
+
+def _not_intact(run_dir, what: str, exc: Exception) -> int:
+    """A changed record is a finding, not a usage error: say what, exit 1."""
+    problems = getattr(exc, "problems", [str(exc)])
+    print(f"runbook: {run_dir} cannot be {what}; it is not intact:",
+          *problems, sep="\n  ", file=sys.stderr)
+    return 1
+
+
 def _cmd_resume(args) -> int:
     from runbook import chain
 
-    record = chain.resume(args.run_dir)
+    try:
+        record = chain.resume(args.run_dir)
+    except _NOT_INTACT as exc:
+        return _not_intact(args.run_dir, "resumed", exc)
     print(record.path)
     return 0 if record.run()["status"] in ("succeeded", "planned") else 1
 
@@ -142,7 +210,10 @@ def _cmd_resume(args) -> int:
 def _cmd_rollback(args) -> int:
     from runbook import chain
 
-    record = chain.rollback(args.run_dir, confirm=args.confirm)
+    try:
+        record = chain.rollback(args.run_dir, confirm=args.confirm)
+    except _NOT_INTACT as exc:
+        return _not_intact(args.run_dir, "rolled back", exc)
     print(record.path)
     return 0 if record.run()["status"] in ("succeeded", "planned") else 1
 

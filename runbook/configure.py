@@ -172,8 +172,11 @@ def module_version(exo, requested: str, confirmed: bool) -> tuple[str, bool]:
     """The module version step 4 works with, and whether it is imported.
 
     Confirmed runs import the requested (or newest installed) version. A plan
-    run on a tenant where step 2 has not installed a CBC-capable version yet
-    shows the values of the version step 2 would install.
+    run imports nothing: importing the module has side effects (it installs
+    DNSClient-PS, hydrates the organisation, 2.0 creates and removes a test
+    connector; domain reference §6), so it plans with the installed version,
+    or, where step 2 has not installed a CBC-capable one yet, with the version
+    step 2 would install.
     """
     from runbook import install
     from runbook.powershell.versions import Version
@@ -183,6 +186,8 @@ def module_version(exo, requested: str, confirmed: bool) -> tuple[str, bool]:
     usable = [v for v in installed if Version.parse(v) >= minimum
               and (not requested or v == requested)]
     if usable:
+        if not confirmed:
+            return usable[0], False
         exo.import_module(usable[0])
         return usable[0], True
     if confirmed:

@@ -124,15 +124,18 @@ class ExchangeOnline:
             raise
         return [str(m["Version"]) for m in found]
 
-    def import_module(self, version: str = "") -> list[str]:
-        """Import seppmail365cloud; returns the warnings its import printed."""
+    def import_module(self, version: str = "") -> None:
+        """Import seppmail365cloud, as a change: its import-time checks change the
+        tenant and the machine (domain reference §6: modules installed, the
+        organisation hydrated, a test connector created and removed), so it needs
+        confirmation and lands in the audit with the warnings it printed."""
         parameters: dict[str, Any] = {"Name": "seppmail365cloud", "Force": True}
         if version:
             # -RequiredVersion is a System.Version: no prerelease label. A
             # prerelease installs into the folder of its base version anyway.
             parameters["RequiredVersion"] = version.split("-", 1)[0]
-        reply = self._call("Import-Module", parameters)
-        return list(reply.warnings)
+        self.change("Import-Module", parameters,
+                    target=f"seppmail365cloud {version or '(newest)'}")
 
     def deployment_info(self, domain: str) -> dict:
         found = self._read("Get-SC365DeploymentInfo", {"SEPPmailCloudDomain": domain})

@@ -23,7 +23,10 @@ named phases, each one function:
 4. `Diagnosis`: the verdict, whose side must act and how, and the audit
    event (`diagnosis`, shown by `runbook.report`).
 
-`run(ctx, ...)` does all four for a notebook context. Input errors are
+For a notebook context, notebook 06 runs the phases one cell each
+(`request`, `local_findings`, `trace_loops`, `recipient_verdicts`, each with a
+table), `run(ctx, ...)` does all four at once, and step 5 calls
+`when_looping` after its wait. Input errors are
 `runbook.params.ParameterError`; DNS and OpenID trouble never raises, it is a
 verdict of its own ("unknown") that says what to retry.
 
@@ -37,6 +40,7 @@ trace's 100 queries per 5 minutes (§11).
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections import defaultdict
@@ -45,7 +49,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from runbook import dns, inventory, openid, seppmail
+from runbook import dns, inventory, openid, seppmail, tables
 from runbook.mailflow import LOOP_PASSES
 from runbook.params import ParameterError
 
@@ -322,6 +326,18 @@ class TraceLoops:
     @property
     def domains(self) -> list[str]:
         return [g.domain for g in self.groups]
+
+    def summary(self) -> str:
+        """One sentence: what the trace showed, loops or none."""
+        window = _window_text(self)
+        if not self.groups:
+            return (f"No mail loop: none of the {self.messages} messages in the trace "
+                    f"{window} was seen {LOOP_PASSES} times or more")
+        looping = sum(len(g.messages) for g in self.groups)
+        per_domain = ", ".join(f"{g.domain} (up to {g.passes} passes)"
+                               for g in self.groups)
+        return (f"{looping} of {self.messages} messages in the trace {window} loop, "
+                f"to {per_domain}")
 
 
 def find_loops(exo, start: datetime, end: datetime, *, recipients=(),
@@ -647,8 +663,20 @@ class Diagnosis:
             return None
         return record.event("diagnosis", step=step, **self.event_data())
 
+    def record_step(self, ctx) -> dict | None:
+        """Record for a step context, once: a verdict cell run again after the step
+        concluded (its record sealed) only shows the verdict again."""
+        if ctx.outcome:
+            return None
+        return self.record(ctx.record, step=ctx.step)
+
     def frame(self) -> pd.DataFrame:
         return recipient_frame(self.recipients, self.loops)
+
+    def tables(self) -> list:
+        """The three phases' tables, as notebook 06 shows them one by one."""
+        return [local_table(self.local), loop_table(self.loops),
+                recipient_table(self.recipients)]
 
 
 _SHORT = {WITHOUT_CBC: "on SEPPmail.cloud without CBC",
@@ -658,7 +686,8 @@ _SHORT = {WITHOUT_CBC: "on SEPPmail.cloud without CBC",
 
 
 def _domain_data(group: LoopGroup, found: RecipientVerdict) -> dict:
-    return {"domain": found.domain, "verdict": found.verdict, "acts": found.acts,
+    return {"domain": found.domain, "verdict": found.verdict,
+            "finding": _SHORT[found.verdict], "acts": found.acts,
             "on_seppmail": found.on_seppmail, "provisioned": found.provisioned,
             "region": found.region, "mx": found.mx, "tenant_id": found.tenant_id,
             "cbc_ready": found.cbc_ready, "messages": len(group.messages),
@@ -676,37 +705,93 @@ def _iso(moment: datetime) -> str:
 
 
 # --- tables for the notebook -------------------------------------------------------
+# A `result` column colours the rows (`tables.style_checks`): every finding and
+# every loop is an error; a recipient whose look-ups failed is only a warning,
+# because nothing is known against it yet.
 
 
 def local_frame(findings: list[LocalFinding]) -> pd.DataFrame:
-    rows = [{"kind": f.kind, "name": f.name, "enabled": f.enabled, "finding": f.message}
-            for f in findings]
-    return pd.DataFrame(rows, columns=["kind", "name", "enabled", "finding"])
+    rows = [{"result": "error", "kind": f.kind, "name": f.name, "enabled": f.enabled,
+             "finding": f.message} for f in findings]
+    return pd.DataFrame(rows, columns=["result", "kind", "name", "enabled", "finding"])
 
 
 def loop_frame(loops: TraceLoops) -> pd.DataFrame:
-    rows = [{"recipient domain": g.domain, "messages": len(g.messages),
-             "passes": g.passes, "failed": g.failed_messages,
-             "hop limit seen": g.hop_limit_seen, "through SEPPmail": g.through_seppmail,
-             "connectors": ", ".join(g.connectors), "recipients": ", ".join(g.recipients),
+    rows = [{"result": "error", "recipient domain": g.domain,
+             "messages": len(g.messages), "passes": g.passes,
+             "failed": g.failed_messages, "hop limit seen": g.hop_limit_seen,
+             "through SEPPmail": g.through_seppmail,
+             "connectors": ", ".join(g.connectors),
+             "recipients": ", ".join(g.recipients),
              "newest message": g.sample.message_id} for g in loops.groups]
-    return pd.DataFrame(rows, columns=["recipient domain", "messages", "passes",
-                                       "failed", "hop limit seen", "through SEPPmail",
-                                       "connectors", "recipients", "newest message"])
+    return pd.DataFrame(rows, columns=["result", "recipient domain", "messages",
+                                       "passes", "failed", "hop limit seen",
+                                       "through SEPPmail", "connectors", "recipients",
+                                       "newest message"])
 
 
 def recipient_frame(verdicts: list[RecipientVerdict],
                     loops: TraceLoops | None = None) -> pd.DataFrame:
-    rows = [{"domain": v.domain, "verdict": v.verdict, "who acts": v.acts,
+    rows = [{"result": "warning" if v.verdict == UNKNOWN else "error",
+             "domain": v.domain, "verdict": _SHORT[v.verdict], "who acts": v.acts,
              "on SEPPmail.cloud": v.on_seppmail, "MX": v.mx, "region": v.region,
              "tenant ID": v.tenant_id, "CBC ready": v.cbc_ready, "message": v.message}
             for v in verdicts]
-    return pd.DataFrame(rows, columns=["domain", "verdict", "who acts",
+    return pd.DataFrame(rows, columns=["result", "domain", "verdict", "who acts",
                                        "on SEPPmail.cloud", "MX", "region", "tenant ID",
                                        "CBC ready", "message"])
 
 
+def local_table(findings: list[LocalFinding]):
+    """Phase 1 as a styled table whose caption says what it found."""
+    count = len(findings)
+    caption = (f"{count} finding{'s' if count != 1 else ''} in this tenant's own "
+               "configuration" if count else
+               "Nothing in this tenant's own configuration makes mail loop")
+    return _captioned(tables.style_checks(local_frame(findings)), caption)
+
+
+def loop_table(loops: TraceLoops):
+    return _captioned(tables.style_checks(loop_frame(loops)), loops.summary())
+
+
+def recipient_table(verdicts: list[RecipientVerdict]):
+    caption = (", ".join(f"{v.domain}: {_SHORT[v.verdict]}" for v in verdicts)
+               or "No looping recipient domain to look up")
+    return _captioned(tables.style_checks(recipient_frame(verdicts)), caption)
+
+
+def _captioned(styled, caption: str):
+    # The caption is markup in the HTML; the domains in it come from the trace.
+    return styled.set_caption(html.escape(caption))
+
+
 # --- for a notebook context ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to diagnose: a trace window, optionally some recipients or one message.
+
+    The window is fixed only when the trace is read (`window()`), so a cell run
+    again later reads up to that moment.
+    """
+
+    window_hours: float = DEFAULT_WINDOW_HOURS
+    recipients: tuple[str, ...] = ()
+    message_id: str = ""
+    since: datetime | None = None
+
+    def window(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        return window(self.window_hours, since=self.since, now=now)
+
+
+def request(window_hours: float = DEFAULT_WINDOW_HOURS, recipients=(),
+            message_id: str = "", *, since: datetime | None = None) -> Request:
+    """The diagnosis's own parameters, checked before anything runs (ParameterError)."""
+    window(window_hours, since=since)
+    return Request(float(window_hours), checked_recipients(recipients),
+                   checked_message_id(message_id), since)
 
 
 def discovery_for(session, timeout: float = openid.DEFAULT_TIMEOUT_S
@@ -722,12 +807,42 @@ def discovery_for(session, timeout: float = openid.DEFAULT_TIMEOUT_S
     return openid.Discovery(openid.MODULE_BASE_URL, timeout=timeout)
 
 
+def local_findings(ctx) -> list[LocalFinding]:
+    """Phase 1 for a step context."""
+    return check_local(ctx.exo, ctx.params, resolver=ctx.resolver(),
+                       tenant_id=str(ctx.connection.get("TenantID") or ""))
+
+
+def trace_loops(ctx, asked: Request) -> TraceLoops:
+    """Phase 2 for a step context."""
+    start, end = asked.window()
+    return find_loops(ctx.exo, start, end, recipients=asked.recipients,
+                      message_id=asked.message_id)
+
+
+def recipient_verdicts(ctx, found: TraceLoops,
+                       discovery: openid.Discovery | None = None
+                       ) -> list[RecipientVerdict]:
+    """Phase 3 for a step context; `discovery` defaults to `discovery_for`."""
+    return check_recipients(found, resolver=ctx.resolver(),
+                            discovery=discovery or discovery_for(ctx.session))
+
+
 def step_verdict(flow_verdict: tuple[str, str],
                  diagnosis: Diagnosis | None) -> tuple[str, str]:
     """Step 5's verdict: its own, or the diagnosis's once that found something."""
     if diagnosis is None or not (diagnosis.looping or diagnosis.local):
         return flow_verdict
     return diagnosis.verdict()
+
+
+def when_looping(ctx, status, since: datetime | None) -> Diagnosis | None:
+    """Step 5: the diagnosis of a loop its wait saw (`mailflow.FlowStatus.looping`),
+    over the trace since the new connectors were made; None without a loop."""
+    if not status.looping:
+        return None
+    log.info("step 5 saw loops to %s: diagnosing", ", ".join(sorted(status.looping)))
+    return run(ctx, since=since)
 
 
 def run(ctx, *, window_hours: float = DEFAULT_WINDOW_HOURS, recipients=(),
@@ -738,14 +853,11 @@ def run(ctx, *, window_hours: float = DEFAULT_WINDOW_HOURS, recipients=(),
     `since` (step 5: when the new connectors were made) replaces the window's
     start; `discovery` defaults to `discovery_for(ctx.session)`.
     """
-    start, end = window(window_hours, since=since)
-    resolver = ctx.resolver()
-    tenant_id = str(ctx.connection.get("TenantID") or "")
-    discovery = discovery or discovery_for(ctx.session)
+    asked = request(window_hours, recipients, message_id, since=since)
 
-    local = check_local(ctx.exo, ctx.params, tenant_id=tenant_id, resolver=resolver)
-    found = find_loops(ctx.exo, start, end, recipients=recipients, message_id=message_id)
-    verdicts = check_recipients(found, resolver=resolver, discovery=discovery)
+    local = local_findings(ctx)
+    found = trace_loops(ctx, asked)
+    verdicts = recipient_verdicts(ctx, found, discovery)
 
     diagnosis = Diagnosis(local, found, verdicts)
     diagnosis.record(ctx.record, step=ctx.step)

@@ -7,6 +7,10 @@ confirmed when the trace shows, since the connectors were created, a message
 received through the new inbound connector and one sent through the new
 outbound connector. The trace rows have no connector field; the connector is
 named in the detail events' Data (§11).
+
+A loop seen here is only counted (`FlowStatus.looping`); the step notebook then
+hands it to `runbook.loops.when_looping`, which diagnoses it and whose verdict
+replaces this module's (loops imports this module, so not the other way round).
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import pandas as pd
 LOOP_PASSES = 3
 DETAILS_PER_POLL = 25
 # How long to keep watching after both directions were seen, for loops to show:
-# a real tenant's trace lags by minutes; the sandbox's by seconds.
+# a real tenant's trace lags by minutes; the sandbox's by the hop time its hello
+# names (`trace.hop_s`): a loop shows once a message's LOOP_PASSES-th pass is in.
 SETTLE_TENANT_S = 120.0
-SETTLE_SANDBOX_S = 4.0
 
 
 @dataclass
@@ -157,12 +161,20 @@ def run(exo, *, since: datetime | None, inbound_name: str, outbound_name: str,
     wait_seconds = params.wait_minutes * 60 if params.confirm else 0.0
     sandbox = params.backend == "sandbox"
     poll = min(params.poll_seconds, 1.0) if sandbox else params.poll_seconds
-    settle = (SETTLE_SANDBOX_S if sandbox else SETTLE_TENANT_S) if params.confirm else 0.0
+    settle = settle_seconds(exo.session.hello, sandbox) if params.confirm else 0.0
     local = frozenset(str(d.get("DomainName", "")).lower() for d in exo.accepted_domains())
     return wait(exo, since=since - timedelta(seconds=1), inbound_name=inbound_name,
                 outbound_name=outbound_name, wait_seconds=wait_seconds,
                 poll_seconds=poll, settle_seconds=settle, local_domains=local,
                 progress=_print_progress)
+
+
+def settle_seconds(hello: dict, sandbox: bool) -> float:
+    """How long to watch for loops once mail flow is confirmed."""
+    if not sandbox:
+        return SETTLE_TENANT_S
+    hop = float((hello.get("trace") or {}).get("hop_s") or 0.0)
+    return (LOOP_PASSES - 1) * hop
 
 
 def _print_progress(elapsed: float, total: float, status: FlowStatus) -> None:

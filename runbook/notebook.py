@@ -2,7 +2,10 @@
 
 A notebook's second cell calls `open_step(...)` with its parameters; that
 validates them, opens (or, run alone, creates) the run's audit record and a
-sandbox tenant, starts the PowerShell session and connects. The last cell
+sandbox tenant, and reaches Exchange Online: inside a chain run through the
+run's shared session (`runbook.powershell.broker`, its socket named in the
+environment variable `SOCKET_ENV`), connected once by the chain; run alone
+through a PowerShell session of its own, which it connects. The last cell
 calls `ctx.conclude(...)`, which records the verdict and raises `StepFailed`
 when the step did not succeed, so papermill and nbval see the failure.
 """
@@ -15,13 +18,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runbook import params as params_mod
+from runbook import seppmail
 from runbook.audit import RunRecord
 from runbook.exchange import ExchangeOnline
 from runbook.powershell import Session, pwsh_command, sandbox_command
+from runbook.powershell.broker import SOCKET_ENV, BrokerUnavailable, RemoteSession
+from runbook.powershell.versions import Version
 
 log = logging.getLogger(__name__)
 
 PASSED, FAILED, PLANNED = "succeeded", "failed", "planned"
+
+
+class Verdict(str):
+    """A step's status as the last cell returns it: the verdict is on screen
+    already, so the cell's value shows nothing (no stray ``'succeeded'``)."""
+
+    def _ipython_display_(self) -> None:
+        pass
 
 
 class StepFailed(RuntimeError):
@@ -44,7 +58,7 @@ class StepContext:
     step: str
     params: params_mod.RunParameters
     record: RunRecord
-    session: Session
+    session: Session | RemoteSession
     exo: ExchangeOnline
     connection: dict
     owns_record: bool = False
@@ -76,7 +90,7 @@ class StepContext:
         self.close()
         if status == FAILED:
             raise StepFailed(message)
-        return status
+        return Verdict(status)
 
     def close(self) -> None:
         self.session.close()
@@ -105,24 +119,52 @@ def open_step(step: str, namespace: dict) -> StepContext:
                                         "an existing sandbox state file "
                                         "(`runbook sandbox new SCENARIO FILE`)")
     record, owns = _open_record(step, p)
-    state = _sandbox_state(p, record)
-    argv = sandbox_command(state) if p.backend == "sandbox" else pwsh_command()
-    session = Session(argv, timeout=p.timeout_seconds)
+    session = _shared_session(p) or Session(child_argv(p, record),
+                                            timeout=p.timeout_seconds)
+    shared = isinstance(session, RemoteSession)
     exo = ExchangeOnline(session, record=record, confirmed=p.confirm, step=step)
     try:
-        connection = exo.connect(p.organization, app_id=p.app_id,
-                                 certificate_path=p.certificate_path)
+        # The chain connected the shared session; confirming it is enough.
+        connection = exo.connection() if shared else connect(exo, p)
+        versions = _versions(session, exo if shared else None)
     except Exception:
         session.close()
         raise
-    record.event("versions", step=step, **_versions(session))
+    record.event("versions", step=step, **versions)
     return StepContext(step=step, params=p, record=record, session=session, exo=exo,
                        connection=connection, owns_record=owns)
 
 
+def child_argv(p: params_mod.RunParameters, record: RunRecord) -> list[str]:
+    """The PowerShell child of this run: the sandbox tenant's, or pwsh."""
+    if p.backend == "sandbox":
+        return sandbox_command(sandbox_state(p, record))
+    return pwsh_command()
+
+
+def connect(exo: ExchangeOnline, p: params_mod.RunParameters) -> dict:
+    """Connect to the run's tenant; the connection information Exchange reports."""
+    return exo.connect(p.organization, app_id=p.app_id,
+                       certificate_path=p.certificate_path)
+
+
+def _shared_session(p: params_mod.RunParameters) -> RemoteSession | None:
+    """The chain's shared session, when this notebook runs inside a chain run."""
+    path = os.environ.get(SOCKET_ENV)
+    # Only a step of a run (run_dir given) joins it: a notebook run alone in
+    # a process that happens to carry the variable connects on its own.
+    if not path or not p.run_dir:
+        return None
+    try:
+        return RemoteSession(path)
+    except BrokerUnavailable as exc:
+        log.warning("%s; this step opens a session of its own", exc)
+        return None
+
+
 def _open_record(step: str, p: params_mod.RunParameters) -> tuple[RunRecord, bool]:
     if p.run_dir:
-        return RunRecord.open(Path(p.run_dir)), False
+        return open_run_dir(p), False
     record = RunRecord.create(default_reports_dir(), p.tenant, parameters=p.as_dict(),
                               operator=p.operator or None, backend=p.backend,
                               sandbox_state=p.sandbox_state or None)
@@ -130,7 +172,29 @@ def _open_record(step: str, p: params_mod.RunParameters) -> tuple[RunRecord, boo
     return record, True
 
 
-def _sandbox_state(p: params_mod.RunParameters, record: RunRecord) -> str:
+def open_run_dir(p: params_mod.RunParameters) -> RunRecord:
+    """The record a step of a run writes into: a run folder of this tenant inside
+    the reports folder, begun by the runbook. A path that points anywhere else
+    (another tenant's record, a folder outside the reports) is refused before
+    anything is written."""
+    reports = default_reports_dir().resolve()
+    allowed = (f"a run folder of tenant {p.tenant!r} made by the runbook, "
+               f"{reports / p.tenant}/<run-id>")
+    folder = Path(p.run_dir).resolve()
+    if folder.parent != (reports / p.tenant).resolve():
+        raise params_mod.ParameterError("run_dir", p.run_dir, allowed)
+    try:
+        record = RunRecord.open(folder)
+        tenant = record.run().get("tenant")
+        first = record.events()[:1]
+    except (OSError, ValueError) as exc:
+        raise params_mod.ParameterError("run_dir", p.run_dir, allowed) from exc
+    if tenant != p.tenant or not first or first[0].get("kind") != "run-started":
+        raise params_mod.ParameterError("run_dir", p.run_dir, allowed)
+    return record
+
+
+def sandbox_state(p: params_mod.RunParameters, record: RunRecord) -> str:
     """The sandbox tenant's state file; run alone without one, a fresh scenario."""
     if p.backend != "sandbox":
         return ""
@@ -145,8 +209,16 @@ def _sandbox_state(p: params_mod.RunParameters, record: RunRecord) -> str:
     return str(path)
 
 
-def _versions(session: Session) -> dict:
+def _versions(session, exo: ExchangeOnline | None = None) -> dict:
+    """The child's versions from its hello, and ours.
+
+    With `exo` (a shared session) the module versions are read again: the
+    hello is as old as the child, and step 2 may have installed one since.
+    """
     versions = dict(session.versions)
+    if exo is not None:
+        versions[seppmail.MODULE_NAME] = sorted(
+            set(exo.installed_module_versions()), key=Version.parse, reverse=True)
     import runbook
 
     versions["runbook"] = runbook.__version__

@@ -10,6 +10,7 @@ list stays a list.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ _TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _APP_ID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(-[A-Za-z0-9]+)?$")
 _OPERATOR = re.compile(r"^[\w .@'-]{1,80}$")
+
+# The numeric parameters: default, lowest and highest allowed value.
+NUMBERS = {"wait_minutes": (10.0, 0, 120), "poll_seconds": (15.0, 0.1, 600),
+           "timeout_seconds": (300.0, 1, 3600)}
 
 
 class ParameterError(ValueError):
@@ -110,20 +115,42 @@ def validate(**values) -> RunParameters:
     checked["operator"] = _optional_match("operator", values.get("operator", ""),
                                           _OPERATOR, "a person's name or login, "
                                           "at most 80 letters, digits, spaces or .@'-")
-    checked["wait_minutes"] = _number("wait_minutes", values.get("wait_minutes", 10.0),
-                                      0, 120)
-    checked["poll_seconds"] = _number("poll_seconds", values.get("poll_seconds", 15.0),
-                                      0.1, 600)
-    checked["timeout_seconds"] = _number(
-        "timeout_seconds", values.get("timeout_seconds", 300.0), 1, 3600)
+    for name, (default, _, _) in NUMBERS.items():
+        checked[name] = check_number(name, values.get(name, default))
     if backend == "pwsh" and checked["certificate_path"] and not checked["app_id"]:
         raise ParameterError("app_id", "", "app-only login with a certificate needs app_id")
     return RunParameters(**checked)
 
 
+def check_number(name: str, value: object) -> float:
+    """One numeric parameter alone, e.g. a batch flag that applies to every row."""
+    _, low, high = NUMBERS[name]
+    return _number(name, value, low, high)
+
+
+def check_files(p: RunParameters) -> None:
+    """The files a run reads exist, checked before its run folder is made.
+
+    `runbook run` and every batch row call this; a notebook run alone may
+    leave `sandbox_state` empty and gets a fresh tenant instead.
+    """
+    if p.backend == "sandbox":
+        if not p.sandbox_state:
+            raise ParameterError("sandbox_state", "", "a sandbox state file for "
+                                 "the sandbox backend (`runbook sandbox new SCENARIO "
+                                 "FILE`)")
+        if not Path(p.sandbox_state).is_file():
+            raise ParameterError("sandbox_state", p.sandbox_state, "an existing file")
+    if p.certificate_path and not Path(p.certificate_path).is_file():
+        raise ParameterError("certificate_path", p.certificate_path,
+                             "an existing certificate file")
+
+
 def _text(name: str, value: object) -> str:
     if not isinstance(value, str):
-        raise ParameterError(name, value, f"text, not {type(value).__name__}")
+        # papermill's -p reads 0123 as the number 123; -r passes it as typed.
+        raise ParameterError(name, value, f"text, not {type(value).__name__} (with "
+                             f"papermill, pass text with -r {name} VALUE)")
     if any(ch in value for ch in "\r\n\x00"):
         raise ParameterError(name, value, "a single line of text")
     return value.strip()
@@ -170,7 +197,12 @@ def _tenant_id(value: object) -> str:
 
 def _domains(value: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if isinstance(value, str):
-        raise ParameterError("domains", value, "a list of domains, e.g. [\"contoso.ch\"]")
+        hint = ""
+        if value.strip().startswith("["):
+            # papermill's -p passes '["contoso.ch"]' as text; -y parses it as YAML.
+            hint = "; with papermill, pass a list with -y domains '[\"contoso.ch\"]'"
+        raise ParameterError("domains", value,
+                             f"a list of domains, e.g. [\"contoso.ch\"]{hint}")
     if not isinstance(value, (list, tuple)) or not value:
         raise ParameterError("domains", value, "a non-empty list of domains")
     given, encoded = [], []
@@ -178,8 +210,9 @@ def _domains(value: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
         text = _text("domains", item)
         try:
             ascii_form = seppmail.ascii_domain(text)
-        except ValueError as exc:
-            raise ParameterError("domains", item, f"a domain name ({exc})") from None
+        except seppmail.DomainNameError as exc:
+            raise ParameterError("domains", item, f"{seppmail.DOMAIN_ALLOWED} (this "
+                                 f"one: {exc.reason})") from None
         if ascii_form.endswith(".onmicrosoft.com"):
             raise ParameterError("domains", item, "a customer domain; "
                                  "*.onmicrosoft.com cannot be routed via SEPPmail.cloud")
@@ -199,5 +232,7 @@ def _scenario(value: object) -> str:
 
 
 def _path_text(name: str, value: object) -> str:
+    # Absolute here: the notebooks run in another folder than the command
+    # that named the path.
     text = _text(name, value)
-    return str(Path(text).expanduser()) if text else ""
+    return os.path.abspath(Path(text).expanduser()) if text else ""

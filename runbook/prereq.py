@@ -44,7 +44,8 @@ def tenant_checks(p, connection: dict, accepted: list[dict], org: dict) -> list[
         checks.append(Check("tenant id", OK if same else ERROR,
                             f"connected tenant {tenant_id}" + ("" if same else
                             f", expected {p.tenant_id}: connect to the right tenant")))
-    names = {seppmail.ascii_domain(str(d["DomainName"])): d for d in accepted}
+    names, odd = _accepted_names(accepted)
+    checks += odd
     initial = [n for n, d in names.items() if d.get("InitialDomain")]
     right = p.organization in names and (not initial or initial[0] == p.organization)
     checks.append(Check("tenant", OK if right else ERROR,
@@ -78,9 +79,39 @@ def tenant_checks(p, connection: dict, accepted: list[dict], org: dict) -> list[
     return checks
 
 
+def _accepted_names(accepted: list[dict]) -> tuple[dict, list[Check]]:
+    """Accepted domains by their DNS form, and a warning for each name that is none.
+
+    Tenant data is untrusted (issue 10): a name that is no domain name is
+    shown, as text the tables escape, and left out; it cannot be one of the
+    declared domains, which are checked on their own.
+    """
+    names, odd = {}, []
+    for item in accepted:
+        name = str(item.get("DomainName"))
+        try:
+            names[seppmail.ascii_domain(name)] = item
+        except seppmail.DomainNameError as exc:
+            odd.append(Check(f"accepted domain {name!r}", WARNING,
+                             f"the tenant lists it, but it is not a domain name "
+                             f"({exc.reason}); left out of these checks"))
+    return names, odd
+
+
 def dns_checks(domain_results) -> list[Check]:
     return [Check(f"DNS {r.domain}", OK if r.status == "ok" else ERROR,
                   f"{r.status}: {r.message}") for r in domain_results]
+
+
+def record_checks(record, step: str, checks: list[Check]) -> None:
+    """One ``check`` event per check, in the order made, for the report's Checks.
+
+    `ok` is false for an error only: a warning does not stop the step, and its
+    ``level`` tells the report to show it as one.
+    """
+    for c in checks:
+        record.event("check", step=step, name=c.item, ok=c.level != ERROR,
+                     level=c.level, detail=c.message)
 
 
 def frame(checks: list[Check]) -> pd.DataFrame:

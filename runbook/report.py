@@ -4,8 +4,9 @@ Both kinds of page stand alone: CSS inline from ``runbook/templates``, no
 script, and no URL that leaves the run folder, so they open from a file share
 with no network; a Content-Security-Policy meta tag tells the browser the
 same. Every value that came from a tenant, the parameters or an event goes
-through `_e` (``html.escape``) on its way in; the only markup is the markup
-written here. Long values wrap, nothing is cut short.
+through `_e` on its way in: control and bidi formatting characters become
+visible escapes (`runbook.visible`), then ``html.escape``; the only markup is
+the markup written here. Long values wrap, nothing is cut short.
 
 The record is read through `runbook.audit.RunRecord`, and pages are written
 with its `write_text`, so they are 0600, inside the folder, secret-masked, and
@@ -15,10 +16,10 @@ refused once the run is sealed (the manifest covers them).
 from __future__ import annotations
 
 import functools
-import html
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -27,7 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 import runbook
-from runbook import audit
+from runbook import audit, visible
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ INVENTORY_KINDS = (
 )
 _STATUS_CLASS = {"succeeded": "s-ok", "ok": "s-ok", "passed": "s-ok",
                  "failed": "s-bad", "planned": "s-plan", "skipped": "s-plan",
-                 "running": "s-warn", "cancelled": "s-warn", "added": "s-ok",
+                 "running": "s-warn", "cancelled": "s-warn", "warning": "s-warn",
+                 "added": "s-ok",
                  "removed": "s-bad", "replaced": "s-warn", "changed": "s-warn"}
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
         "form-action 'none'; base-uri 'none'")
@@ -47,7 +49,7 @@ _MISSING = object()
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    return visible.html(value)
 
 
 # -- the report -------------------------------------------------------------
@@ -63,7 +65,7 @@ def render_report(run_dir: Path) -> Path:
         _run_facts(run),
         _versions(run, events),
         _parameters(run),
-        _steps(record, run),
+        _steps(record, run, events),
         _checks(events),
         _changes(events),
         _backups(record, events),
@@ -107,15 +109,13 @@ def _outcome(run: dict, events: list[dict]) -> str:
 def _summary(run: dict, events: list[dict]) -> str:
     steps = [s.get("status") for s in run.get("steps", [])]
     changes = _paired_changes(events)
-    checks = [e["data"].get("ok") for e in events if e["kind"] == "check"]
+    checks = [_check_verdict(e["data"]) for e in events if e["kind"] == "check"]
     parts = [
         _tally(len(steps), "step", steps),
         _tally(len(changes), "change",
                ["ok" if r and r.get("ok") else "failed" if r else "no result"
                 for _, r in changes]),
-        _tally(len(checks), "check",
-               ["passed" if ok is True else "failed" if ok is False else "other"
-                for ok in checks]),
+        _tally(len(checks), "check", checks),
     ]
     return " &middot; ".join(parts)
 
@@ -155,25 +155,33 @@ def _run_facts(run: dict) -> str:
 
 
 def _versions(run: dict, events: list[dict]) -> str:
-    rows = [[_e(name), _value(version), "run.json"]
-            for name, version in run.get("versions", {}).items()]
-    seen = set()
+    """One row per component: the version the run ended with, and any other
+    version a step reported before (the module list changes in step 2)."""
+    final = audit.final_versions(run.get("versions") or {}, events)
+    earlier: dict[str, dict[str, list[str]]] = {}
     for event in events:
         if event["kind"] != "versions":
             continue
-        reported = dict(event["data"])
-        step = reported.pop("step", None)
-        key = json.dumps(reported, sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
-        source = f"event {event['seq']}" + (f", step {step}" if step else "")
-        for name, version in reported.items():
-            if isinstance(version, list) and all(isinstance(v, str) for v in version):
-                version = ", ".join(version) if version else None
-            rows.append([_e(name), _value(version), _e(source)])
-    table = _table(["Component", "Version", "Reported by"], rows)
+        data = dict(event["data"])
+        step = str(data.pop("step", None) or f"event {event['seq']}")
+        data["bridge"] = data.pop("host", final.get("bridge"))
+        for name, version in data.items():
+            shown = _version_text(version)
+            if name in final and shown != _version_text(final[name]):
+                earlier.setdefault(name, {}).setdefault(shown, []).append(step)
+    rows = [[_e(name), _value(_version_text(version)),
+             "<br>".join(f"{_e(v)} ({_e(', '.join(steps))})"
+                         for v, steps in earlier.get(name, {}).items())]
+            for name, version in final.items()]
+    table = _table(["Component", "Version", "Before that, in step"], rows)
     return _section("versions", "Versions", table)
+
+
+def _version_text(version: Any) -> Any:
+    """A list of installed versions as text, newest first as the bridge lists them."""
+    if isinstance(version, list) and all(isinstance(v, str) for v in version):
+        return ", ".join(version) if version else "none installed"
+    return version
 
 
 def _parameters(run: dict) -> str:
@@ -187,18 +195,44 @@ def _parameters(run: dict) -> str:
 # -- steps ------------------------------------------------------------------
 
 
-def _steps(record: audit.RunRecord, run: dict) -> str:
+def _steps(record: audit.RunRecord, run: dict, events: list[dict]) -> str:
     steps = run.get("steps", [])
     if not steps:
         return _section("steps", "Steps", "<p>No step was started.</p>")
+    verdicts = _verdicts(steps, events)
     rows = [[str(n), _e(s.get("name")), _badge(s.get("status")),
              _e(s.get("started_at")), _duration(s.get("duration_s")),
+             _e(verdict) if verdict else _absent("none recorded"),
              _notebook_links(record, s.get("notebook"))]
-            for n, s in enumerate(steps, 1)]
-    table = _table(["#", "Step", "Status", "Started", "Duration", "Notebook"], rows)
+            for n, (s, verdict) in enumerate(zip(steps, verdicts), 1)]
+    table = _table(["#", "Step", "Status", "Started", "Duration", "Verdict",
+                    "Notebook"], rows, nowrap=(0, 1, 2, 3, 4))
     failures = [_step_failure(record, s) for s in steps
                 if s.get("status") == "failed"]
     return _section("steps", "Steps", table + "\n".join(failures))
+
+
+def _verdicts(steps: list[dict], events: list[dict]) -> list[str | None]:
+    """The verdict message of each step attempt in run.json, in its order.
+
+    A step started again (a resumed run) has one entry per attempt, and so
+    does the event log: the n-th step-started of a name is its n-th entry.
+    """
+    attempts: list[list] = []  # [name, verdict message]
+    for event in events:
+        data = event["data"]
+        if event["kind"] == "step-started":
+            attempts.append([data.get("step"), None])
+        elif event["kind"] == "verdict":
+            mine = [a for a in attempts if a[0] == data.get("step")]
+            if mine:
+                mine[-1][1] = data.get("message")
+    found = []
+    for step in steps:
+        index = next((i for i, a in enumerate(attempts)
+                      if a[0] == step.get("name")), None)
+        found.append(None if index is None else attempts.pop(index)[1])
+    return found
 
 
 def _notebook_links(record: audit.RunRecord, notebook: Any) -> str:
@@ -280,14 +314,22 @@ def _checks(events: list[dict]) -> str:
         if event["kind"] != "check":
             continue
         data = event["data"]
-        ok = data.get("ok")
-        verdict = "passed" if ok is True else "failed" if ok is False else "no verdict"
+        verdict = _check_verdict(data)
         rows.append([_e(data.get("step", "")), _e(data.get("name", "")),
                      _badge(verdict), _value(data.get("detail"))])
     if not rows:
         return _section("checks", "Checks", "<p>No check was recorded.</p>")
     return _section("checks", "Checks",
-                    _table(["Step", "Check", "Result", "Detail"], rows))
+                    _table(["Step", "Check", "Result", "Detail"], rows,
+                           nowrap=(0, 2)))
+
+
+def _check_verdict(data: dict) -> str:
+    """passed, warning (step 1's checks carry a level), failed or no verdict."""
+    ok = data.get("ok")
+    if ok is True:
+        return "warning" if data.get("level") == "warning" else "passed"
+    return "failed" if ok is False else "no verdict"
 
 
 def _paired_changes(events: list[dict]) -> list[tuple[dict | None, dict | None]]:
@@ -326,7 +368,8 @@ def _changes(events: list[dict]) -> str:
                      _outcome_messages(result)])
     headers = ["Id", "Step", "Command", "Target", "Parameters", "Result", "Took",
                "Errors and warnings"]
-    return _section("changes", "Changes", _table(headers, rows))
+    return _section("changes", "Changes",
+                    _table(headers, rows, nowrap=(0, 1, 2, 5, 6)))
 
 
 def _outcome_messages(result: dict | None) -> str:
@@ -473,12 +516,7 @@ def _object_details(change: ObjectChange) -> str:
     """
     summary = f"<summary>{_e(change.name)}: {_e(change.status)}</summary>\n"
     if change.before is None or change.after is None:
-        obj = change.after if change.before is None else change.before
-        side = "After" if change.before is None else "Before"
-        rows = [f"<tr class=\"{change.status}\"><th>{_e(p)}</th>"
-                f"<td>{_value(v)}</td></tr>" for p, v in obj.items()]
-        return (f"<details open>{summary}<table class=\"object\"><tr><th>Property"
-                f"</th><th>{side}</th></tr>\n" + "\n".join(rows) + "</table></details>")
+        return _whole_object(change, summary)
 
     changed = [f"<tr class=\"changed\"><th>{_e(p)}</th>"
                f"<td class=\"before\">{_value(change.before.get(p, _MISSING))}</td>"
@@ -494,6 +532,27 @@ def _object_details(change: ObjectChange) -> str:
         parts.append(f"<details class=\"equal\"><summary>{len(equal)} properties "
                      "the same before and after</summary>\n<table class=\"equal\">"
                      "<tr><th>Property</th><th>Value</th></tr>\n" + "\n".join(equal)
+                     + "</table></details>")
+    return "\n".join(parts) + "</details>"
+
+
+def _whole_object(change: ObjectChange, summary: str) -> str:
+    """An added or removed object: its properties with a value, the empty ones
+    (null, "", [], {}) folded, since most of a rule's hundred are empty."""
+    obj = change.after if change.before is None else change.before
+    side = "After" if change.before is None else "Before"
+    head = f"<tr><th>Property</th><th>{side}</th></tr>\n"
+    rows = {True: [], False: []}
+    for prop, value in obj.items():
+        rows[value in (None, "", [], {})].append(
+            f"<tr class=\"{change.status}\"><th>{_e(prop)}</th>"
+            f"<td>{_value(value)}</td></tr>")
+    parts = [f"<details open>{summary}<table class=\"object\">{head}"
+             + "\n".join(rows[False]) + "</table>"]
+    if rows[True]:
+        parts.append(f"<details class=\"equal\"><summary>{len(rows[True])} "
+                     "properties empty (null, \"\" or [])</summary>\n<table "
+                     f"class=\"object\">{head}" + "\n".join(rows[True])
                      + "</table></details>")
     return "\n".join(parts) + "</details>"
 
@@ -524,22 +583,56 @@ def _confirmations(events: list[dict]) -> str:
         return _section("confirmations", "Confirmations",
                         "<p>No change was confirmed.</p>")
     return _section("confirmations", "Confirmations",
-                    _table(["Step", "Confirmed by", "At", "Plan"], rows))
+                    _table(["Step", "Confirmed by", "At", "Plan"], rows,
+                           nowrap=(0, 2)))
+
+
+# A looping recipient domain as `runbook.loops` records it: key, column header.
+_DIAGNOSIS_DOMAIN = (("domain", "Domain"), ("finding", "Verdict"), ("acts", "Who acts"),
+                     ("mx", "MX"), ("region", "Region"), ("tenant_id", "Tenant ID"),
+                     ("cbc_ready", "CBC ready"), ("messages", "Looping messages"),
+                     ("passes", "Passes"), ("connectors", "Connectors passed"),
+                     ("sample_message", "Newest message"))
 
 
 def _diagnoses(events: list[dict]) -> str:
     found = [e for e in events if e["kind"] == "diagnosis"]
     if not found:
         return ""
-    parts = [f"<h3>Event {e['seq']} at {_e(e['at'])}</h3>\n"
-             + _kv_table(list(e["data"].items())) for e in found]
-    return _section("diagnosis", "Diagnosis", "\n".join(parts))
+    return _section("diagnosis", "Diagnosis", "\n".join(_diagnosis(e) for e in found))
+
+
+def _diagnosis(event: dict) -> str:
+    """The flat facts, then this tenant's findings, then one row per looping domain."""
+    data = event["data"]
+    facts = [(k, v) for k, v in data.items() if k not in ("local", "domains")]
+    parts = [f"<h3>Event {event['seq']} at {_e(event['at'])}</h3>", _kv_table(facts)]
+    local = data.get("local") or []
+    if local:
+        parts.append("<h4>This tenant's own configuration</h4>\n<ul>"
+                     + "".join(f"<li>{_value(m)}</li>" for m in local) + "</ul>")
+    domains = [d for d in data.get("domains") or [] if isinstance(d, dict)]
+    if domains:
+        rows = [[_domain_cell(d, key) for key, _ in _DIAGNOSIS_DOMAIN] for d in domains]
+        parts.append("<h4>Looping recipient domains</h4>\n"
+                     + _table([h for _, h in _DIAGNOSIS_DOMAIN], rows))
+    return "\n".join(parts)
+
+
+def _domain_cell(domain: dict, key: str) -> str:
+    # Events written before the plain-words finding existed carry only the code.
+    value = domain.get(key, _MISSING)
+    if key == "finding" and value is _MISSING:
+        value = domain.get("verdict", _MISSING)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return _e(", ".join(value))
+    return _value(value)
 
 
 def _event_log(events: list[dict]) -> str:
     rows = [[str(e["seq"]), _e(e["at"]), _e(e["kind"]),
              f"<span class=\"mono\">{_e(_json(e['data']))}</span>"] for e in events]
-    table = _table(["#", "At (UTC)", "Kind", "Data"], rows)
+    table = _table(["#", "At (UTC)", "Kind", "Data"], rows, nowrap=(0, 1, 2))
     return _section("events", "Event log",
                     f"<details><summary>All {len(events)} events</summary>\n"
                     f"{table}</details>")
@@ -560,11 +653,17 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f"<section id=\"{anchor}\">\n<h2>{_e(title)}</h2>\n{body}\n</section>"
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    """Headers are plain text; cells are markup built by the caller with `_e`."""
+def _table(headers: list[str], rows: list[list[str]], *,
+           nowrap: tuple[int, ...] = ()) -> str:
+    """Headers are plain text; cells are markup built by the caller with `_e`.
+
+    Columns in `nowrap` hold short identifiers (ids, step names, times), which
+    read badly broken at every dash when a wide column next to them squeezes.
+    """
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "\n".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
-                     for row in rows)
+    body = "\n".join("<tr>" + "".join(
+        f"<td class=\"nowrap\">{cell}</td>" if n in nowrap else f"<td>{cell}</td>"
+        for n, cell in enumerate(row)) + "</tr>" for row in rows)
     return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
 
 
@@ -659,20 +758,34 @@ def render_notebook(run_dir: Path, relpath: str) -> Path:
     nav = (f"<nav><a href=\"{_e(back)}\">Run report</a> &middot; tenant "
            f"{_e(run.get('tenant'))} &middot; run {_e(run.get('run_id'))} &middot; "
            f"{_e(source.name)}</nav>\n")
-    css = _css("notebook.css") + _pygments_css()
+    css = _css("notebook.css") + _pygments_css() + _tables_css()
     page = _document(f"{source.stem}: {run.get('tenant')} {run.get('run_id')}",
                      nav + body, css)
     return record.write_text(str(source.with_suffix(".html")), page)
 
 
 def _notebook_body(path: Path) -> str:
-    from nbconvert import HTMLExporter  # slow to import; only finish() needs it
+    with _EXPORTER_LOCK:
+        body, _ = _exporter().from_filename(str(path))
+    # Stream outputs and tracebacks reach the page as text; a control or bidi
+    # character is never markup, so escaping it in the whole body is safe.
+    return visible.visible(body)
+
+
+# One exporter for every page: building it loads and compiles nbconvert's
+# templates, which costs more than rendering a notebook. It is not made for
+# two threads at once (the chain renders a step's page while the next runs).
+_EXPORTER_LOCK = threading.Lock()
+
+
+@functools.cache
+def _exporter() -> Any:
+    from nbconvert import HTMLExporter  # slow to import; only notebook pages need it
 
     exporter = HTMLExporter(template_name="basic", embed_images=True,
                             exclude_anchor_links=True)
     exporter.register_preprocessor(_sanitiser(), enabled=True)
-    body, _ = exporter.from_filename(str(path))
-    return body
+    return exporter
 
 
 def _sanitiser() -> Any:
@@ -695,6 +808,12 @@ def _sanitiser() -> Any:
     attributes = {"*": ["class", "title"], "a": ["href", "title"],
                   "th": ["colspan", "rowspan"], "td": ["colspan", "rowspan"]}
     return CellSanitiser(tags=tags, attributes=attributes)
+
+
+def _tables_css() -> str:
+    from runbook import tables  # pandas; only notebook pages need it
+
+    return tables.stylesheet()
 
 
 @functools.cache

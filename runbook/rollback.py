@@ -99,6 +99,7 @@ class RollbackPlan:
     recreate: list[tuple[str, dict]] = field(default_factory=list)
     present: list[tuple[str, dict]] = field(default_factory=list)
     source: str = ""
+    renamed: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         if not self.source:
@@ -108,7 +109,14 @@ class RollbackPlan:
         return (f"Would remove {len(self.remove)} objects the run created and recreate "
                 f"{len(self.recreate)} from the backup"
                 + (f" ({len(self.present)} are there already)" if self.present else "")
-                + ".")
+                + "." + self.renamed_note())
+
+    def renamed_note(self) -> str:
+        if not self.renamed:
+            return ""
+        pairs = ", ".join(f"{old!r} as {new!r}" for old, new in self.renamed)
+        return (" Exchange no longer accepts '/' or '\\' in connector names, so these"
+                f" come back under the names the portal gave them: {pairs}.")
 
     def table(self) -> pd.DataFrame:
         rows = [{"action": "remove", "kind": inventory.KIND_LABELS[i.kind],
@@ -128,17 +136,47 @@ def plan(run_dir: Path, now: Inventory) -> RollbackPlan:
     """
     before = Inventory.from_json(json.loads(
         (run_dir / "inventory" / "before.json").read_text(encoding="utf-8")))
+    backed_up = Backup.load(run_dir).objects
+    renames = _slash_renames(backed_up)
+    # The tenant as a rollback can restore it: slash-named connectors (and the
+    # rules routing through them) under their portal names.
+    before = Inventory(before.taken_at, *[
+        [_renamed(o, renames) for o in before.objects(kind)]
+        for kind in ("inbound_connector", "outbound_connector", "transport_rule")])
     original = {_fingerprint(kind, o) for kind in ORDER for o in before.objects(kind)}
     present = {_fingerprint(kind, o) for kind in ORDER for o in now.objects(kind)}
     created = Inventory(now.taken_at, *[
         [o for o in now.objects(kind) if _fingerprint(kind, o) not in original]
         for kind in ("inbound_connector", "outbound_connector", "transport_rule")])
-    result = RollbackPlan(before=before, source=str(run_dir))
+    result = RollbackPlan(before=before, source=str(run_dir),
+                          renamed=sorted(renames.values()))
     result.remove = cleanup.plan(created).removals
-    for kind, obj in sorted(Backup.load(run_dir).objects, key=_recreate_order):
+    for kind, obj in sorted(backed_up, key=_recreate_order):
+        obj = _renamed(obj, renames)
         target = result.present if _fingerprint(kind, obj) in present else result.recreate
         target.append((kind, obj))
     return result
+
+
+def _slash_renames(objects: list[tuple[str, dict]]) -> dict[str, tuple[str, str]]:
+    """Backed-up connectors whose names New-*Connector would refuse (§9 "Names",
+    seppmail365cloud.md §5.1), by lower-case name: (old name, portal name)."""
+    renames = {}
+    for kind, obj in objects:
+        name = str(obj.get("Name") or "")
+        if kind != "transport_rule" and cleanup.portal_name(name) != name:
+            renames[name.lower()] = (name, cleanup.portal_name(name))
+    return renames
+
+
+def _renamed(obj: dict, renames: dict[str, tuple[str, str]]) -> dict:
+    """`obj` with slash names replaced, in its Name or in the connector it routes to."""
+    out = dict(obj)
+    for key in ("Name", "RouteMessageOutboundConnector"):
+        value = out.get(key)
+        if isinstance(value, str) and value.lower() in renames:
+            out[key] = renames[value.lower()][1]
+    return out
 
 
 def _fingerprint(kind: str, obj: dict) -> str:
@@ -163,12 +201,22 @@ def run(p: RollbackPlan, *, record, exo, confirmed: bool) -> tuple[str, str]:
     cleanup.backup(removal, record, exo)
     try:
         cleanup.execute(removal, exo)
-        for kind, obj in p.recreate:
-            exo.create(kind, creation_parameters(kind, obj))
-    except (cleanup.CleanupFailed, PowerShellError) as exc:
+    except cleanup.CleanupFailed as exc:
         return "failed", f"Rollback stopped: {exc}"
+    recreated = []
+    for n, (kind, obj) in enumerate(p.recreate):
+        try:
+            exo.create(kind, creation_parameters(kind, obj))
+        except PowerShellError as exc:
+            missing = [o.get("Name") for _, o in p.recreate[n:]]
+            return "failed", (
+                f"Rollback stopped: recreating {inventory.KIND_LABELS[kind]} "
+                f"{obj.get('Name')!r} failed: {str(exc).rstrip('. ')}. Recreated before"
+                f" it: {', '.join(map(repr, recreated)) or 'nothing'}. Not recreated:"
+                f" {', '.join(map(repr, missing))} (all in backup/).")
+        recreated.append(obj.get("Name"))
     return "succeeded", (f"Removed {len(p.remove)} created objects and recreated "
-                         f"{len(p.recreate)} from the backup.")
+                         f"{len(p.recreate)} from the backup." + p.renamed_note())
 
 
 def compare(before: Inventory, after: Inventory) -> pd.DataFrame:

@@ -76,28 +76,51 @@ MICROSOFT_MX_SUFFIXES = ("mail.protection.outlook.com", "mx.microsoft")
 
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
+# What every domain check tells a person who gave something else (issue 10).
+DOMAIN_ALLOWED = ("a domain name such as contoso.ch: labels of 1-63 letters, digits "
+                  "or hyphens (no hyphen at either end), at least two labels, at most "
+                  "253 characters, no wildcard, the last label not all digits")
+
+
+class DomainNameError(ValueError):
+    """Not a domain name; `reason` says which rule of `DOMAIN_ALLOWED` it breaks."""
+
+    def __init__(self, domain: object, reason: str):
+        self.domain = domain
+        self.reason = reason
+        super().__init__(f"not a domain name: {domain!r} ({reason})")
+
 
 def ascii_domain(domain: str) -> str:
     """The domain as DNS and Exchange compare it: IDNA (punycode), lower case.
 
     Accepts the form a person types (``müller.ch``) and the form Exchange shows
-    (``xn--mller-kva.ch``); raises ValueError for anything that is not a
+    (``xn--mller-kva.ch``); raises DomainNameError for anything that is not a
     valid domain name.
     """
     text = domain.strip().rstrip(".")
     if not text or any(c.isspace() for c in text):
-        raise ValueError(f"not a domain name: {domain!r}")
+        raise DomainNameError(domain, "empty or holding white space")
+    if "*" in text:
+        raise DomainNameError(domain, "a wildcard; name each domain")
     try:
         # IDNA 2008 with UTS 46 mapping, as registries and resolvers use today:
         # straße.de is xn--strae-oqa.de, not strasse.de (the IDNA 2003 codec).
         encoded = idna.encode(text, uts46=True).decode("ascii").lower()
     except (idna.IDNAError, UnicodeError) as exc:
-        raise ValueError(f"not a valid internationalised domain name: {domain!r}") from exc
+        raise DomainNameError(domain, f"IDNA refuses it: {exc}") from exc
     labels = encoded.split(".")
-    if len(encoded) > 253 or len(labels) < 2:
-        raise ValueError(f"not a fully qualified domain name: {domain!r}")
-    if not all(_DOMAIN_LABEL.match(label) for label in labels):
-        raise ValueError(f"not a domain name: {domain!r}")
+    if len(encoded) > 253:
+        raise DomainNameError(domain, f"{len(encoded)} characters")
+    if len(labels) < 2:
+        raise DomainNameError(domain, "a single label")
+    bad = next((label for label in labels if not _DOMAIN_LABEL.match(label)), None)
+    if bad is not None:
+        raise DomainNameError(domain, f"label {bad!r}")
+    # An address such as 1.2.3.4 passes the label rule; no top-level domain
+    # is all digits, so this tells them apart.
+    if labels[-1].isdigit():
+        raise DomainNameError(domain, "an IP address, or a last label of digits only")
     return encoded
 
 

@@ -11,11 +11,14 @@ Three shapes, one function each:
   `mailflow.FlowStatus.frame`): errors red, warnings amber, passes green.
 
 Every value shown comes from a tenant or a DNS answer, so every cell is HTML-
-escaped here, lists included. `Styler.format(escape="html")` escapes only
-`str` values and passes a list through as its `repr`, unescaped; the one cell
-formatter below therefore escapes everything itself, and escaping is not
-switched on a second time. Long lists of domains or addresses are kept whole
-but folded into a `<details>` element, so no value is ever cut short.
+escaped here, lists included, after `runbook.visible` has written its control
+and bidi formatting characters as escapes (a U+202E in a rule name would
+otherwise show ``exe.png`` for ``gnp.exe``); the plain-text form does the same.
+`Styler.format(escape="html")` escapes only `str` values and passes a list
+through as its `repr`, unescaped; the one cell formatter below therefore
+escapes everything itself, and escaping is not switched on a second time.
+Long lists of domains or addresses are kept whole but folded into a
+`<details>` element, so no value is ever cut short.
 
 The styled tables are `StyledTable`s: their plain-text form is the table
 itself, which is what papermill and nbval record where no browser renders HTML.
@@ -32,10 +35,15 @@ from typing import Callable
 import pandas as pd
 from pandas.io.formats.style import Styler
 
+from runbook import visible
+
 log = logging.getLogger(__name__)
 
 FOLD_AFTER = 4         # a list longer than this folds, showing its first items
 SHOWN_WHEN_FOLDED = 3
+# A host name, a GUID or a class such as "pre-cbc" misreads when a narrow column
+# breaks it at a dash; one word up to this long keeps to one line.
+NOWRAP_UP_TO = 40
 
 # Row states and how they look; the classes stay in the HTML so tests and
 # browsers can find a highlighted row without reading colours.
@@ -58,6 +66,7 @@ _BASE_STYLES = [
     {"selector": "caption", "props": "caption-side: top; text-align: left; "
                                      "font-weight: bold; padding-bottom: 4px;"},
     {"selector": "summary", "props": "cursor: pointer;"},
+    {"selector": ".runbook-nowrap", "props": "white-space: nowrap;"},
 ]
 
 
@@ -67,7 +76,15 @@ class StyledTable(Styler):
     def __repr__(self) -> str:
         if self.data.empty:
             return f"(no rows) {', '.join(map(str, self.data.columns))}"
-        return self.data.to_string(index=False)
+        return self.data.map(_visible_value).to_string(index=False)
+
+
+def _visible_value(value):
+    if isinstance(value, str):
+        return visible.visible(value)
+    if isinstance(value, (list, tuple)):  # pandas prints the items with str()
+        return [_visible_value(v) for v in value]
+    return value
 
 
 # -- the three shapes ----------------------------------------------------------
@@ -105,7 +122,8 @@ def style_comparison(df: pd.DataFrame) -> StyledTable:
     caption = (f"{bad} of {len(states)} differ" if bad else
                f"all {len(states)} as expected" if states else "nothing to compare")
     folded = [c for c in ("expected", "actual") if c in df.columns]
-    formatters = {"ok": lambda v: "✓ match" if bool(v) else "✗ MISMATCH"}
+    formatters = {"ok": lambda v: '<span class="runbook-nowrap">'
+                  + ("✓ match" if bool(v) else "✗ MISMATCH") + "</span>"}
     return _styled(df, "comparison", states, caption, split_columns=folded,
                    formatters=formatters)
 
@@ -164,7 +182,15 @@ def cell_html(value, *, split: bool = False) -> str:
         return _fold(items)
     if split and isinstance(value, str) and ", " in value:
         return _fold(value.split(", "))
-    return html.escape(_plain(value))
+    return _word(_plain(value))
+
+
+def _word(text: str) -> str:
+    escaped = visible.html(text)
+    if "-" in text and len(text) <= NOWRAP_UP_TO and not any(
+            c.isspace() for c in text):
+        return f'<span class="runbook-nowrap">{escaped}</span>'
+    return escaped
 
 
 def _plain(value) -> str:
@@ -183,10 +209,10 @@ def _missing(value) -> bool:
 
 def _fold(items: list[str]) -> str:
     if len(items) <= FOLD_AFTER:
-        return html.escape(", ".join(items))
-    head = html.escape(", ".join(items[:SHOWN_WHEN_FOLDED]))
+        return visible.html(", ".join(items))
+    head = visible.html(", ".join(items[:SHOWN_WHEN_FOLDED]))
     rest = len(items) - SHOWN_WHEN_FOLDED
-    whole = "<br>".join(html.escape(i) for i in items)
+    whole = "<br>".join(visible.html(i) for i in items)
     return (f'<details class="runbook-fold"><summary>{len(items)} items: {head}, '
             f"… (+{rest} more)</summary>{whole}</details>")
 
@@ -205,7 +231,7 @@ def _styled(df: pd.DataFrame, kind: str, states: list[str], caption: str, *,
     for column, formatter in (formatters or {}).items():
         if column in frame.columns:
             styler.format(formatter, subset=[column])
-    styler.format_index(lambda v: html.escape(str(v)), axis=1)
+    styler.format_index(visible.html, axis=1)
     styler.hide(axis="index")
     styler.set_caption(html.escape(caption))
     styler.set_table_attributes(f'class="runbook-table runbook-{kind}"')
@@ -219,6 +245,16 @@ def _styled(df: pd.DataFrame, kind: str, states: list[str], caption: str, *,
         if s in used])
     log.debug("styled %s table: %d rows, %s", kind, len(frame), caption)
     return styler
+
+
+def stylesheet() -> str:
+    """The tables' CSS by class alone, for pages that drop each table's own
+    ``<style>`` (the notebook pages of `runbook.report` sanitise them away)."""
+    rules = [f"table.runbook-table {s['selector']} {{ {s['props']} }}"
+             for s in _BASE_STYLES]
+    rules += [f"table.runbook-table td.runbook-{state} {{ {css} }}"
+              for state, css in _COLOURS.items()]
+    return "\n".join(rules) + "\n"
 
 
 def _rows(df: pd.DataFrame) -> list[dict]:

@@ -145,8 +145,8 @@ class ParameterForm:
         self.notes = {name: w.HTML() for name in FORM_FIELDS}
         self.status = w.HTML()
         self.errors: dict[str, str] = {}
-        rows = [w.HBox([w.Label(_LABELS[n], layout=w.Layout(width="22em")),
-                        self.inputs[n], self.notes[n]]) for n in FORM_FIELDS]
+        rows = [w.HBox([_label(w, _LABELS[n]), self.inputs[n], self.notes[n]])
+                for n in FORM_FIELDS]
         self.box = w.VBox([w.HTML("<b>Tenant parameters</b>"), *rows, self.status])
         self.box.add_class("runbook-parameter-form")
         for widget in self.inputs.values():
@@ -205,6 +205,13 @@ class ParameterForm:
                                  "(Run ▸ Run Selected Cell and All Below) to check "
                                  f"tenant <code>{tenant}</code>.")
         return errors
+
+
+def _label(w, text: str):
+    """A label that wraps: ipywidgets' Label cuts a long one off with "…"."""
+    return w.HTML(f'<div class="runbook-label" style="line-height: 1.3; '
+                  f'white-space: normal; padding: 4px 0">{html.escape(text)}</div>',
+                  layout=w.Layout(width="22em"))
 
 
 def _collect(errors: dict[str, str], values: dict) -> None:
@@ -423,6 +430,17 @@ def _pair(verdict) -> tuple[str, str]:
 # -- the step context of a live session -------------------------------------------
 
 
+class Pending(str):
+    """The status a held verdict cell returns: "planned", shown as nothing.
+
+    The cell's value would stay on screen as ``'planned'`` under the verdict
+    that the click later writes into the area above it ("✅ passed").
+    """
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
 @dataclasses.dataclass(eq=False)
 class LiveStep(StepContext):
     """A step opened in a live frontend.
@@ -458,7 +476,7 @@ class LiveStep(StepContext):
             show_verdict(PLANNED, f"{message}\nWaiting for your decision: "
                          "“Apply this plan” above makes exactly these changes, and "
                          "this verdict then follows. Nothing was changed yet.")
-        return PLANNED
+        return Pending(PLANNED)
 
     def _concluded_already(self) -> str:
         status, message = self.outcome["status"], self.outcome["message"]
@@ -477,15 +495,23 @@ class LiveStep(StepContext):
             self._conclude_quietly(*c.verdict)
 
     def settle(self, reason: str) -> None:
-        """End this step before another takes its place (a rerun, the kernel's end)."""
+        """End this step before another takes its place (a rerun, the kernel's end).
+
+        A plan applied by its button gives the step its verdict even when the
+        verdict cell never ran; a plan still waiting gives the planned one
+        the verdict cell held; with neither, the step is recorded abandoned
+        (failed), once: the record is sealed after that.
+        """
         if self.outcome:
             return
         for c in self.waiting():
             c.withdraw(reason)
-        if self.held is not None:
-            self._conclude_quietly(*self.held)
+        applied = [c for c in self.confirmations if c.state == APPLIED]
+        if applied or self.held is not None:
+            self._conclude_quietly(*(applied[-1].verdict if applied else self.held))
             return
         self.record.event("step-abandoned", step=self.step, reason=reason)
+        self.outcome = {"status": FAILED, "message": f"abandoned: {reason}"}
         self.close()
 
     def _conclude_quietly(self, status: str, message: str) -> None:

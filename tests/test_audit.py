@@ -373,12 +373,15 @@ def test_safe_filename_keeps_slash_and_backslash_names_apart():
 
 
 def test_update_run_merges_and_keeps_the_identity(running):
-    run = running.update_run(ticket="CS-1234", parameters={"token": "abc"})
+    run = running.update_run(ticket="CS-1234", login={"token": "abc"})
     assert run["ticket"] == "CS-1234"
-    assert run["parameters"] == {"token": "[redacted]"}
+    assert run["login"] == {"token": "[redacted]"}
     assert running.run() == run
     with pytest.raises(ValueError, match="tenant"):
         running.update_run(tenant="other")
+    # the parameters are chained in run-started; a resume reads them from there
+    with pytest.raises(ValueError, match=r"\['parameters'\] are fixed"):
+        running.update_run(parameters={"confirm": True})
 
 
 def test_steps_record_status_times_duration_and_error(running):
@@ -440,6 +443,22 @@ def test_finish_seals_every_file_and_ends_with_run_finished(pristine):
     assert run["ended_at"] >= run["started_at"]
 
 
+def test_finish_completes_run_json_versions_with_the_bridge_s_last_report(tmp_path):
+    record = RunRecord.create(tmp_path, "contoso", parameters={})
+    for step, installed in (("01-prerequisites", ["1.2.5"]),
+                            ("03-cleanup", ["2.0.2", "1.2.5"])):
+        record.event("versions", step=step, pwsh="7.5.4", edition="Core",
+                     ExchangeOnlineManagement="3.9.0", seppmail365cloud=installed,
+                     runbook="0.0.0-kernel", host="pwsh")
+    record.finish("succeeded")
+    assert record.run()["versions"] == {
+        "runbook": runbook.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "pwsh": "7.5.4", "edition": "Core",
+        "ExchangeOnlineManagement": "3.9.0", "seppmail365cloud": ["2.0.2", "1.2.5"],
+        "bridge": "pwsh"}
+    assert verify(record.path).ok
+
+
 def test_finished_record_files_are_0600_and_folders_0700(pristine):
     for path in [pristine, *pristine.rglob("*")]:
         assert mode(path) == (0o700 if path.is_dir() else 0o600), path
@@ -494,11 +513,12 @@ def test_a_reopened_run_archives_its_attempt_and_seals_again(finished):
     assert reopened["kind"] == "run-reopened"
     assert reopened["data"] == {"reason": "resume from cleanup", "archive": "attempts/1",
                                 "manifest_sha256": sealed_before,
-                                "moved": ["report.html", "notebooks"]}
+                                "moved": ["report.html", "notebooks"],
+                                "copied": ["run.json"]}
     assert sorted(p.relative_to(finished / "attempts/1").as_posix()
                   for p in (finished / "attempts/1").rglob("*") if p.is_file()) == [
         "manifest.json", "notebooks/01-prerequisites.html",
-        "notebooks/01-prerequisites.ipynb", "report.html"]
+        "notebooks/01-prerequisites.ipynb", "report.html", "run.json"]
     assert record.run()["status"] == "running" and record.run()["ended_at"] is None
     assert verify(finished).ok
 
@@ -772,3 +792,344 @@ def test_main_verify_passes_an_unfinished_record_with_a_note(running, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "intact: 4 events, 0 files"
     assert out[1].startswith("note: not finished")
+
+
+def test_the_runbook_command_verifies_and_names_the_changed_line(finished):
+    command = [str(Path(sys.executable).parent / "runbook"), "audit", "verify",
+               str(finished)]
+    intact = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert (intact.returncode, intact.stdout.splitlines()[0]) == (
+        0, f"intact: {len(lines_of(finished))} events, "
+           f"{len(SMALL_RECORD_FILES) - 2} files")
+
+    lines = lines_of(finished)
+    lines[2] = lines[2].replace(b'"kind":"', b'"kind":"x', 1)
+    write_lines(finished, lines)
+    broken = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert (broken.returncode, broken.stdout.splitlines()[0]) == (
+        1, "events.jsonl line 3: content does not match its hash (the line was "
+           "changed)")
+
+
+def test_runbook_audit_without_verify_prints_its_usage_and_exits_2():
+    command = [str(Path(sys.executable).parent / "runbook"), "audit"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "usage: runbook audit verify "
+                                                 "RUN_DIR\n")
+
+
+# -- parameters in the chain (issue 7, hostile findings) ------------------------
+
+
+def plan_only_parameters() -> dict:
+    from runbook import params
+
+    return params.validate(tenant="contoso", domains=["contoso.ch", "contoso-group.ch"],
+                           region="ch", routing="inline").as_dict()
+
+
+def set_run_field(folder: Path, path: tuple[str, ...], value) -> None:
+    run = json.loads((folder / "run.json").read_text())
+    target = run
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    (folder / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+
+
+def test_run_started_chains_the_parameters_and_identity_run_json_holds(tmp_path):
+    given = plan_only_parameters()
+    record = RunRecord.create(tmp_path, "contoso", parameters=given, operator="alice",
+                              sandbox_state="/tmp/contoso.json")
+    started = record.events()[0]["data"]
+    assert started == {"tenant": "contoso", "run_id": record.path.name,
+                       "operator": "alice", "host": socket.gethostname(),
+                       "backend": "sandbox", "parameters": given,
+                       "sandbox_state": "/tmp/contoso.json"}
+    assert record.run()["parameters"] == given
+    assert record.chained_parameters() == given
+    assert given["confirm"] is False and given["domains"] == ["contoso.ch",
+                                                               "contoso-group.ch"]
+
+
+def test_edited_parameters_of_an_unfinished_record_are_named_by_verify(tmp_path):
+    record = RunRecord.create(tmp_path, "contoso", parameters=plan_only_parameters())
+    set_run_field(record.path, ("parameters", "confirm"), True)
+    set_run_field(record.path, ("parameters", "domains"), ["contoso.ch"])
+
+    result = verify(record.path)
+    assert not result.ok
+    assert result.problems == [
+        "run.json: parameters.confirm True differs from events.jsonl line 1 (False)",
+        "run.json: parameters.domains ['contoso.ch'] differs from events.jsonl line 1 "
+        "(['contoso.ch', 'contoso-group.ch'])"]
+    assert record.chained_parameters()["confirm"] is False
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("tenant", "fabrikam", "run.json: tenant 'fabrikam' differs from events.jsonl "
+                           "line 1 ('contoso')"),
+    ("operator", "mallory", "run.json: operator 'mallory' differs from events.jsonl "
+                            "line 1 ('alice')"),
+    ("sandbox_state", "/tmp/other.json", "run.json: sandbox_state '/tmp/other.json' "
+     "differs from events.jsonl line 1 ('/tmp/contoso.json')"),
+])
+def test_edited_identity_of_an_unfinished_record_is_named_by_verify(
+        tmp_path, field, value, problem):
+    record = RunRecord.create(tmp_path, "contoso", parameters={}, operator="alice",
+                              sandbox_state="/tmp/contoso.json")
+    set_run_field(record.path, (field,), value)
+    assert verify(record.path).problems == [problem]
+
+
+def test_a_sandbox_state_made_later_by_a_notebook_run_alone_still_verifies(tmp_path):
+    record = RunRecord.create(tmp_path, "contoso", parameters={})
+    record.update_run(sandbox_state=str(tmp_path / "fresh.json"))
+    assert verify(record.path).ok
+
+
+def test_chained_parameters_refuse_a_changed_first_event(running):
+    lines = lines_of(running.path)
+    lines[0] = lines[0].replace(b'"tenant":"contoso"', b'"tenant":"fabrikam"', 1)
+    write_lines(running.path, lines)
+    with pytest.raises(RecordDamaged, match=r"line 1: content does not match its "
+                                            r"hash \(the line was changed\)"):
+        running.chained_parameters()
+
+
+def test_chained_parameters_refuse_a_record_without_them(running):
+    lines = lines_of(running.path)
+    first = json.loads(lines[0])
+    del first["data"]["parameters"]
+    body = json.dumps({k: first[k] for k in ("seq", "at", "kind", "data", "prev")},
+                      ensure_ascii=False, separators=(",", ":")).encode()
+    lines[0] = body[:-1] + b',"hash":"' + sha(body).encode() + b'"}'
+    write_lines(running.path, lines[:1])
+    with pytest.raises(RecordDamaged, match="run-started holds no parameters"):
+        running.chained_parameters()
+    assert verify(running.path).notes[0] == (
+        "events.jsonl line 1 holds no parameters (an older record); run.json's are "
+        "not checked")
+
+
+def test_a_reopened_run_keeps_its_sealed_run_json_with_the_old_manifest(finished):
+    sealed = (finished / "run.json").read_bytes()
+    RunRecord.open(finished).reopen("resume")
+
+    assert (finished / "attempts/1/run.json").read_bytes() == sealed
+    assert json.loads((finished / "run.json").read_text())["status"] == "running"
+    assert verify(finished).ok
+    # An edit made before the reopen shows in the archived copy.
+    (finished / "attempts/1/run.json").write_bytes(sealed.replace(b'"confirm": true',
+                                                                  b'"confirm": false'))
+    assert verify(finished).problems == [
+        "attempts/1/run.json: SHA-256 differs from attempts/1/manifest.json"]
+
+
+def test_resume_refuses_a_sealed_record_whose_run_json_was_edited(tmp_path):
+    """The hostile tester's reproduction: plan-only run, confirm set to true in
+    run.json, then resume. Nothing may run, and nothing is archived."""
+    from runbook import chain
+
+    record = RunRecord.create(tmp_path, "contoso", parameters=plan_only_parameters())
+    record.step_started("01-prerequisites", "notebooks/01-prerequisites.ipynb")
+    record.step_finished("01-prerequisites", "planned")
+    record.finish("planned")
+    set_run_field(record.path, ("parameters", "confirm"), True)
+    events_before = lines_of(record.path)
+
+    with pytest.raises(audit.RecordNotIntact) as caught:
+        chain.resume(record.path, progress=lambda *_: None)
+    assert caught.value.problems == [
+        "run.json: parameters.confirm True differs from events.jsonl line 1 (False)",
+        "run.json: SHA-256 differs from manifest.json (changed after the run finished)"]
+    assert str(caught.value) == (
+        f"{record.path} is not intact (runbook audit verify): run.json: "
+        "parameters.confirm True differs from events.jsonl line 1 (False); and 1 more "
+        "problem")
+    assert lines_of(record.path) == events_before
+    assert not (record.path / "attempts").exists()
+
+
+def test_rollback_refuses_a_record_whose_run_json_was_edited(tmp_path, capsys):
+    """Rollback recreates from the undone run's backup with its parameters: an
+    edited record is refused before any run folder is made, exit 1."""
+    from runbook import cli
+
+    record = RunRecord.create(tmp_path, "contoso", parameters=plan_only_parameters())
+    record.finish("planned")
+    set_run_field(record.path, ("parameters", "region"), "de")
+    assert cli.main(["rollback", str(record.path), "--confirm"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"runbook: {record.path} cannot be rolled back; it is not "
+                          "intact:\n  run.json: parameters.region 'de' differs from "
+                          "events.jsonl line 1 ('ch')")
+    assert sorted(p.name for p in (tmp_path / "contoso").iterdir()) == [
+        record.path.name]
+
+
+def test_runbook_resume_of_an_edited_unfinished_record_exits_1_naming_it(
+        tmp_path, capsys):
+    from runbook import cli
+
+    record = RunRecord.create(tmp_path, "contoso", parameters=plan_only_parameters())
+    set_run_field(record.path, ("parameters", "confirm"), True)
+    assert cli.main(["resume", str(record.path)]) == 1
+    assert capsys.readouterr().err == (
+        f"runbook: {record.path} cannot be resumed; it is not intact:\n"
+        "  run.json: parameters.confirm True differs from events.jsonl line 1 "
+        "(False)\n")
+    assert [e["kind"] for e in record.events()] == ["run-started"]
+
+
+# -- a record cut short (issue 7, hostile findings) -----------------------------
+
+
+def test_a_finished_record_cut_short_without_its_manifest_fails(finished, capsys):
+    (finished / "manifest.json").unlink()
+    write_lines(finished, lines_of(finished)[:5])
+
+    result = verify(finished)
+    assert not result.ok
+    assert result.problems == [
+        "run.json: status 'succeeded' says the run finished, but events.jsonl has no "
+        "run-finished (events verified up to line 5): the record was cut short or its "
+        "seal removed, or the run died while sealing"]
+    assert main_verify([str(finished)]) == 1
+    assert capsys.readouterr().out.startswith("run.json: status 'succeeded'")
+
+
+@pytest.mark.parametrize("status", ["failed", "planned", "cancelled"])
+def test_every_finished_status_without_a_run_finished_fails(running, status):
+    set_run_field(running.path, ("status",), status)
+    assert verify(running.path).problems[0].startswith(
+        f"run.json: status {status!r} says the run finished, but events.jsonl has no "
+        "run-finished (events verified up to line 4)")
+
+
+def test_a_reopened_record_that_claims_finished_again_without_a_seal_fails(finished):
+    RunRecord.open(finished).reopen("resume")
+    reopened_at = len(lines_of(finished))
+    set_run_field(finished, ("status",), "succeeded")
+    assert verify(finished).problems == [
+        f"run.json: status 'succeeded' says the run finished, but events.jsonl has no "
+        f"run-finished after line {reopened_at} (events verified up to line "
+        f"{reopened_at}): the record was cut short or its seal removed, or the run "
+        "died while sealing"]
+
+
+def test_run_json_status_must_match_run_finished(finished):
+    """Also caught by the manifest; this names what the edit says."""
+    set_run_field(finished, ("status",), "planned")
+    problems = verify(finished).problems
+    assert "run.json: status 'planned' differs from run-finished (events.jsonl line " \
+           f"{len(lines_of(finished))}: 'succeeded')" in problems
+
+
+# -- short secrets and the password file (issue 7 / 10, hostile findings) -------
+
+
+@pytest.fixture
+def short_password(monkeypatch):
+    monkeypatch.setenv("RUNBOOK_CERT_PASSWORD", "ch")
+    audit._warn_short_secret.cache_clear()
+
+
+def test_a_short_secret_leaves_parameters_and_text_whole(short_password, tmp_path,
+                                                         caplog):
+    given = plan_only_parameters()
+    record = RunRecord.create(tmp_path, "contoso", parameters=given)
+    record.event("check", step="prerequisites", name="DNS contoso.ch",
+                 detail="10 contoso-ch.gate.seppmail.cloud., region ch")
+
+    assert record.run()["parameters"] == given
+    assert record.run()["parameters"]["region"] == "ch"
+    assert record.events()[-1]["data"]["detail"] == ("10 contoso-ch.gate.seppmail."
+                                                     "cloud., region ch")
+    assert b"[redacted]" not in (record.path / "events.jsonl").read_bytes()
+    assert redact({"password": "ch", "Token": "x"}) == {"password": "[redacted]",
+                                                         "Token": "[redacted]"}
+    assert ("a secret of 2 characters is too short to be masked inside text (at least "
+            "8 are needed)") in caplog.text
+    from runbook import params
+    assert params.validate(**record.chained_parameters()).region == "ch"
+
+
+def test_a_secret_of_eight_characters_is_masked_but_not_in_parameters(
+        monkeypatch, tmp_path):
+    monkeypatch.setenv("RUNBOOK_CERT_PASSWORD", "contoso-")  # 8 characters
+    given = plan_only_parameters()
+    record = RunRecord.create(tmp_path, "contoso", parameters=dict(
+        given, certificate_password="contoso-"))
+    record.event("check", detail="smarthost contoso-ch.gate.seppmail.cloud")
+
+    assert record.run()["parameters"] == dict(given, certificate_password="[redacted]")
+    assert record.chained_parameters()["domains"] == ["contoso.ch", "contoso-group.ch"]
+    assert record.events()[-1]["data"]["detail"] == ("smarthost [redacted]ch.gate."
+                                                     "seppmail.cloud")
+    assert redact("contoso") == "contoso"
+
+
+def test_the_password_file_is_read_without_one_trailing_newline(monkeypatch,
+                                                                 tmp_path):
+    from runbook import credentials
+
+    monkeypatch.delenv("RUNBOOK_CERT_PASSWORD")
+    secret = tmp_path / "pfx.pass"
+    secret.write_text("File-Pa55-9d41e0\n\n")
+    monkeypatch.setenv("RUNBOOK_CERT_PASSWORD_FILE", str(secret))
+    assert credentials.cert_password() == "File-Pa55-9d41e0\n"
+    secret.write_text("File-Pa55-9d41e0\r\n")
+    assert credentials.cert_password() == "File-Pa55-9d41e0"
+    env = credentials.child_environment()
+    assert env["RUNBOOK_CERT_PASSWORD"] == "File-Pa55-9d41e0"
+    assert env["RUNBOOK_CERT_PASSWORD_FILE"] == str(secret)
+    # the variable itself wins when both are set
+    monkeypatch.setenv("RUNBOOK_CERT_PASSWORD", "Env-Pa55-0000")
+    assert credentials.child_environment()["RUNBOOK_CERT_PASSWORD"] == "Env-Pa55-0000"
+    assert credentials.secret_values() == ["File-Pa55-9d41e0", "Env-Pa55-0000"]
+
+
+def test_the_password_file_s_content_is_masked_in_the_record(monkeypatch, tmp_path):
+    monkeypatch.delenv("RUNBOOK_CERT_PASSWORD")
+    secret = tmp_path / "pfx.pass"
+    secret.write_text("File-Pa55-9d41e0\n")
+    monkeypatch.setenv("RUNBOOK_CERT_PASSWORD_FILE", str(secret))
+    record = RunRecord.create(tmp_path / "reports", "contoso", parameters={})
+    record.event("check", detail="bridge said File-Pa55-9d41e0 was wrong")
+    record.write_text("notes.txt", "File-Pa55-9d41e0")
+
+    assert record.events()[-1]["data"]["detail"] == "bridge said [redacted] was wrong"
+    assert (record.path / "notes.txt").read_text() == "[redacted]"
+
+
+def test_an_unreadable_password_file_names_the_variable(monkeypatch, tmp_path):
+    from runbook import credentials
+
+    monkeypatch.delenv("RUNBOOK_CERT_PASSWORD")
+    missing = tmp_path / "nonexistent.pass"
+    monkeypatch.setenv("RUNBOOK_CERT_PASSWORD_FILE", str(missing))
+    with pytest.raises(credentials.SecretFileUnreadable) as caught:
+        credentials.child_environment()
+    assert str(caught.value) == (f"RUNBOOK_CERT_PASSWORD_FILE={missing}: the "
+                                 "certificate password file cannot be read (No such "
+                                 "file or directory)")
+    assert redact("nothing to mask") == "nothing to mask"
+
+
+def test_a_powershell_child_gets_the_file_s_password_in_its_environment(
+        monkeypatch, tmp_path):
+    """bridge.ps1 reads $env:RUNBOOK_CERT_PASSWORD; this child reports what it got."""
+    from runbook.powershell import Session
+
+    monkeypatch.delenv("RUNBOOK_CERT_PASSWORD")
+    secret = tmp_path / "pfx.pass"
+    secret.write_text("File-Pa55-9d41e0\n")
+    monkeypatch.setenv("RUNBOOK_CERT_PASSWORD_FILE", str(secret))
+    child = ("import json, os, sys\n"
+             "print(json.dumps({'hello': 'runbook-bridge', 'protocol': 1, 'host': "
+             "'sandbox', 'versions': {'password': "
+             "os.environ.get('RUNBOOK_CERT_PASSWORD')}}), flush=True)\n"
+             "sys.stdin.read()\n")
+    with Session([sys.executable, "-c", child], timeout=30) as session:
+        assert session.versions == {"password": "File-Pa55-9d41e0"}

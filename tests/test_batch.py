@@ -527,13 +527,12 @@ def test_each_tenant_has_a_private_log(mixed_batch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="chain._run_step does not pass "
-                   "batch.PAPERMILL_OPTIONS (kernel_manager_class) to papermill yet")
 def test_chain_kernels_talk_over_ipc(mixed_batch):
     _, outcomes, _, _ = mixed_batch
     nb = json.loads((Path(outcomes["alpha"].run_dir) / "notebooks"
                      / "01-prerequisites.ipynb").read_text())
-    printed = "".join(o.get("text", "") for c in nb["cells"]
+    # A stored stream output keeps its text as a list of lines.
+    printed = "".join("".join(o.get("text", "")) for c in nb["cells"]
                       for o in c.get("outputs", []))
     assert "transport ipc" in printed
 
@@ -765,7 +764,12 @@ def test_default_kernel_listens_on_a_tcp_port_per_channel(tmp_path):
 
 
 @pytest.mark.slow
-def test_sandbox_tenants_migrate_in_a_batch_of_two_workers(tmp_path, make_tenant):
+def test_sandbox_tenants_migrate_in_a_batch_of_two_workers(tmp_path, make_tenant,
+                                                          monkeypatch):
+    from runbook.sandbox.server import CALL_LOG_ENV
+
+    calls = tmp_path / "calls.jsonl"     # every sandbox child logs its requests
+    monkeypatch.setenv(CALL_LOG_ENV, str(calls))
     contoso = make_tenant("legacy-inline", propagation_delay_s=0)
     fabrikam = make_tenant("legacy-parallel", propagation_delay_s=0)
     path = tenants_file(tmp_path, HEADER + f"contoso,contoso.ch;contoso-group.ch,ch,"
@@ -777,3 +781,74 @@ def test_sandbox_tenants_migrate_in_a_batch_of_two_workers(tmp_path, make_tenant
     assert [(o.tenant, o.outcome) for o in result.outcomes] == [
         ("contoso", "succeeded"), ("fabrikam", "succeeded")], result.outcomes
     assert result.ok and all(o.verified for o in result.outcomes)
+    # One PowerShell child per tenant run, connected once for its five steps.
+    logged = [json.loads(line) for line in calls.read_text().splitlines()]
+    connects = [c["pid"] for c in logged if c["command"] == "Connect-ExchangeOnline"]
+    assert len(connects) == 2 and {c["pid"] for c in logged} == set(connects)
+
+
+# -- bad input found by the hostile tester (issue 10, task H) ------------------
+
+
+def test_named_pipe_or_folder_is_refused_without_waiting_or_reading(tmp_path):
+    fifo = tmp_path / "tenants.csv"
+    os.mkfifo(fifo)       # opening it for reading would wait for a writer
+    for path in (fifo, tmp_path):
+        with pytest.raises(BatchFileError) as caught:
+            read_rows(path)
+        assert str(caught.value) == f"{path}: not a regular file; give the CSV file " \
+            "itself"
+
+
+def test_file_over_the_size_limit_is_refused_and_one_at_the_limit_is_read(
+        tmp_path, monkeypatch):
+    text = HEADER + "contoso,contoso.ch,ch,inline,a.json\n"
+    path = tenants_file(tmp_path, text, states=["a.json"])
+    monkeypatch.setattr(batch, "MAX_CSV_BYTES", len(text))
+    rows, _ = read_rows(path)
+    assert [r.tenant for r in rows] == ["contoso"]
+    monkeypatch.setattr(batch, "MAX_CSV_BYTES", len(text) - 1)
+    with pytest.raises(BatchFileError, match=r"tenants.csv: larger than 0 MiB; split"):
+        read_rows(path)
+
+
+def test_common_flag_out_of_range_is_refused_once_before_any_row(tmp_path, capsys):
+    path = tenants_file(tmp_path, HEADER + "contoso,contoso.ch,ch,inline,a.json\n"
+                        "fabrikam,fabrikam.com,de,parallel,b.json\n",
+                        states=["a.json", "b.json"])
+    code = batch.main([str(path), "--poll-seconds", "0", "--reports",
+                       str(tmp_path / "r")])
+    assert (code, capsys.readouterr().err) == (
+        2, "runbook batch: parameter poll_seconds=0.0 is not allowed: a number from "
+           "0.1 to 600\n")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--time-limit", "0", "argument --time-limit: '0' is not a number of minutes "
+     "above 0"),
+    ("--time-limit", "inf", "argument --time-limit: 'inf' is not a number of minutes "
+     "above 0"),
+    ("--steps", "02-install-module,01-prerequisites,02-install-module",
+     "argument --steps: '02-install-module' is named twice; name each step once"),
+])
+def test_flag_value_is_a_usage_error_of_one_line(tmp_path, capsys, flag, value,
+                                                 message):
+    path = tenants_file(tmp_path, HEADER)
+    with pytest.raises(SystemExit) as caught:
+        batch.main([str(path), flag, value])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == (f"runbook batch: {message} (see runbook batch "
+                                       "--help)\n")
+
+
+def test_unreachable_scheduler_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(batch, "SCHEDULER_TIMEOUT_S", 1.0)
+    path = tenants_file(tmp_path, HEADER + "contoso,contoso.ch,ch,inline,a.json\n",
+                        states=["a.json"])
+    code = batch.main([str(path), "--executor", "dask", "--scheduler",
+                       "127.0.0.1:1", "--reports", str(tmp_path / "r")])
+    assert (code, capsys.readouterr().err) == (
+        2, "runbook batch: no Dask scheduler answered at 127.0.0.1:1 (Timed out "
+           "trying to connect to tcp://127.0.0.1:1 after 1 s); start one there, or "
+           "leave out --scheduler for a local cluster\n")

@@ -1,11 +1,13 @@
 """bridge.ps1 read as a syntax tree (tree-sitter-powershell): no pwsh needed."""
 
+import re
+
 import tree_sitter
 import tree_sitter_powershell
 import pytest
 
 from runbook.powershell import commands
-from runbook.powershell.session import BRIDGE_SCRIPT
+from runbook.powershell.session import BRIDGE_SCRIPT, NOTICE_PREFIX
 
 PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
 
@@ -185,6 +187,78 @@ def test_connect_hides_the_banner_and_people_use_device_login(bridge):
     assert "$Splat['Device'] = [switch]$true" in source
 
 
-def test_request_lines_are_parsed_as_hashtables(bridge):
+def test_request_lines_are_parsed_as_hashtables_and_dates_stay_strings(bridge):
     (parse,) = bridge.commands_named("ConvertFrom-Json")
-    assert parse == "ConvertFrom-Json -InputObject $line -AsHashtable"
+    assert parse == "ConvertFrom-Json -InputObject $line @JsonReadOptions"
+    assignments = {k: [bridge.text(r) for r in v]
+                   for k, v in bridge.assignments().items()}
+    assert assignments["$JsonReadOptions"] == ["@{ AsHashtable = $true }"]
+    # Only where the parameter exists (PowerShell 7.5 and later).
+    assert assignments["$JsonReadOptions['DateKind']"] == ["'String'"]
+    assert ("if ((Get-Command -Name ConvertFrom-Json).Parameters.ContainsKey("
+            "'DateKind')) {") in bridge.source.decode()
+
+
+def test_powershell_before_7_is_stopped_before_the_hello(bridge):
+    lines = bridge.source.decode().splitlines()
+    assert "#Requires -Version 7.0" in lines
+    assert lines.index("#Requires -Version 7.0") < lines.index("[CmdletBinding()]")
+
+
+def test_console_text_goes_to_stderr_marked_with_the_clients_notice_prefix(bridge):
+    assignments = {k: [bridge.text(r) for r in v]
+                   for k, v in bridge.assignments().items()}
+    assert assignments["$NoticePrefix"] == [repr(NOTICE_PREFIX)]
+    assert assignments["$ProtocolOut"] == ["[Console]::Out"]
+    (writer,) = assignments["$notices"]
+    assert writer.startswith("[System.CodeDom.Compiler.IndentedTextWriter]::new("
+                             "[Console]::Error,")
+    assert writer.endswith("$NoticePrefix)")
+    assert assignments["$notices.Indent"] == ["1"]
+    set_out = [bridge.text(n) for n in bridge.nodes("invokation_expression")
+               if bridge.text(n).startswith("[Console]::SetOut(")]
+    # Marked notices, or (where that writer cannot be built) plain stderr.
+    assert set_out == ["[Console]::SetOut([System.IO.TextWriter]::Synchronized("
+                       "$notices))", "[Console]::SetOut([Console]::Error)"]
+    source = bridge.source.decode()
+    assert source.index("$ProtocolOut = [Console]::Out") < source.index(
+        "[Console]::SetOut(")
+
+
+def _colour_pattern(bridge) -> re.Pattern:
+    (right,) = bridge.assignments()["$AnsiSequence"]
+    (literal,) = bridge.strings(right)
+    return re.compile(literal)
+
+
+@pytest.mark.parametrize("coloured, plain", [
+    ("\x1b[33;1mWARNING: throttled\x1b[0m", "WARNING: throttled"),
+    ("\x1b]8;;https://aka.ms/exov3\x07docs\x1b]8;;\x07 here", "docs here"),
+    ("\x1b]8;;https://aka.ms/exov3\x1b\\docs\x1b]8;;\x1b\\", "docs"),
+    ("Grüezi 東京 🙂 [SEPPmail.cloud] 50% ;-)",) * 2,
+])
+def test_colour_sequences_are_removed_and_plain_text_is_kept(bridge, coloured, plain):
+    # The subset of regex syntax used means the same to .NET and to Python.
+    assert _colour_pattern(bridge).sub("", coloured) == plain
+
+
+def test_warnings_notices_and_error_messages_lose_their_colour(bridge):
+    source = bridge.source.decode()
+    assert "$Warnings.Add((Remove-Ansi ([string]$_.Message)))" in source
+    assert "(Remove-Ansi ([string]$_.MessageData))" in source
+    assert "$message = Remove-Ansi $message" in source
+
+
+def test_exchange_module_is_imported_for_the_whole_session(bridge):
+    assert bridge.commands_named("Import-Module") == [
+        "Import-Module -Name ExchangeOnlineManagement -Global -ErrorAction Stop"]
+    assert "$splat['Global'] = [switch]$true" in bridge.source.decode()
+
+
+def test_module_objects_are_sent_as_name_version_and_place(bridge):
+    source = bridge.source.decode()
+    start = source.index("if ($base -is [System.Management.Automation.PSModuleInfo])")
+    block = source[start:source.index("}", source.index("Path       = $base.Path"))]
+    for line in ("Name       = $base.Name", "Version    = Get-ModuleVersionText $base",
+                 "ModuleBase = $base.ModuleBase", "Path       = $base.Path"):
+        assert line in block

@@ -350,3 +350,125 @@ def test_broker_hello_and_refusal_lines_are_json(echo_broker):
     client.close()
     assert hello["hello"] == "runbook-broker" and hello["protocol"] == 1
     assert hello["child"]["host"] == "fault" and hello["timeout"] == 10.0
+
+
+# -- a step of a chain run joins the run's session ------------------------------
+
+
+CONTOSO = dict(tenant="contoso", domains=["contoso.ch", "contoso-group.ch"],
+               region="ch", routing="inline")
+
+
+@pytest.fixture
+def calls(tmp_path, monkeypatch):
+    """The sandbox children's call log: (pid, command) of every request."""
+    from runbook.sandbox.server import CALL_LOG_ENV
+
+    path = tmp_path / "calls.jsonl"
+    monkeypatch.setenv(CALL_LOG_ENV, str(path))
+
+    def read() -> list[tuple[int, str]]:
+        if not path.exists():
+            return []
+        return [(c["pid"], c["command"]) for c in map(json.loads,
+                                                      path.read_text().splitlines())]
+
+    return read
+
+
+def _run_of(contoso, reports):
+    from runbook import params
+    from runbook.audit import RunRecord
+
+    p = params.validate(**CONTOSO, sandbox_state=str(contoso))
+    return RunRecord.create(reports, "contoso", parameters=p.as_dict(),
+                            backend="sandbox", sandbox_state=str(contoso))
+
+
+def _namespace(record, contoso, **values) -> dict:
+    return dict(CONTOSO, sandbox_state=str(contoso), run_dir=str(record.path),
+                **values)
+
+
+def test_a_step_of_a_run_uses_the_shared_session_without_connecting_again(
+        contoso, reports, calls, monkeypatch):
+    from runbook.notebook import open_step
+    from runbook.powershell.broker import SOCKET_ENV
+
+    record = _run_of(contoso, reports)
+    with serve(sandbox_command(contoso), timeout=30, connect=_connect) as broker:
+        monkeypatch.setenv(SOCKET_ENV, str(broker.path))
+        ctx = open_step("01-prerequisites", _namespace(record, contoso))
+        assert isinstance(ctx.session, RemoteSession)
+        assert ctx.connection["UserPrincipalName"] == "admin@contoso.onmicrosoft.com"
+        assert ctx.dns_nameserver == broker.session.hello["dns"]
+        assert ctx.session.hello["openid"] == broker.session.hello["openid"]
+        assert ctx.session.host == "sandbox"
+        ctx.close()
+        assert broker.session.pid is not None          # the shared child lives on
+        shared_pid = broker.session.pid
+    assert calls() == [(shared_pid, "Connect-ExchangeOnline"),
+                       (shared_pid, "Get-ConnectionInformation"),
+                       (shared_pid, "Get-ConnectionInformation"),
+                       (shared_pid, "Get-InstalledModule")]
+
+
+def test_a_later_step_records_the_module_versions_installed_since_the_hello(
+        contoso, reports, monkeypatch):
+    from runbook.exchange import ExchangeOnline
+    from runbook.notebook import open_step
+    from runbook.powershell.broker import SOCKET_ENV
+
+    record = _run_of(contoso, reports)
+    with serve(sandbox_command(contoso), timeout=30, connect=_connect) as broker:
+        monkeypatch.setenv(SOCKET_ENV, str(broker.path))
+        assert broker.session.versions["seppmail365cloud"] == ["1.2.5"]
+        with RemoteSession(broker.path) as remote:     # what step 2 does
+            ExchangeOnline(remote, confirmed=True).install_module("2.0.2")
+        ctx = open_step("03-cleanup", _namespace(record, contoso))
+        ctx.close()
+    versions = [e["data"] for e in record.events() if e["kind"] == "versions"]
+    assert versions[-1]["step"] == "03-cleanup"
+    assert versions[-1]["seppmail365cloud"] == ["2.0.2", "1.2.5"]
+    assert versions[-1]["host"] == "sandbox" and versions[-1]["pwsh"] == "7.5.4"
+
+
+def test_a_step_with_a_dead_socket_opens_and_connects_a_session_of_its_own(
+        contoso, reports, calls, monkeypatch, tmp_path, caplog):
+    from runbook.notebook import open_step
+    from runbook.powershell.broker import SOCKET_ENV
+
+    record = _run_of(contoso, reports)
+    dead = tmp_path / "gone" / "session.sock"
+    monkeypatch.setenv(SOCKET_ENV, str(dead))
+    ctx = open_step("01-prerequisites", _namespace(record, contoso))
+    own_pid = ctx.session.pid
+    ctx.close()
+    assert isinstance(ctx.session, Session)
+    assert [c for _, c in calls()] == ["Connect-ExchangeOnline",
+                                       "Get-ConnectionInformation"]
+    assert {pid for pid, _ in calls()} == {own_pid}
+    assert (f"no shared PowerShell session at {dead}: No such file or directory; "
+            "this step opens a session of its own") in caplog.text
+
+
+def test_a_notebook_run_alone_ignores_the_socket_variable(contoso, reports, calls,
+                                                          monkeypatch):
+    from runbook.notebook import open_step
+    from runbook.powershell.broker import SOCKET_ENV
+
+    with serve(sandbox_command(contoso), timeout=30, connect=_connect) as broker:
+        monkeypatch.setenv(SOCKET_ENV, str(broker.path))
+        ctx = open_step("01-prerequisites", dict(CONTOSO, sandbox_state=str(contoso)))
+        ctx.close()
+        assert isinstance(ctx.session, Session)
+        assert ctx.session.pid != broker.session.pid
+    assert [c for _, c in calls()].count("Connect-ExchangeOnline") == 2
+
+
+def test_remote_session_logs_the_tenants_warnings_where_the_call_was_made(remote,
+                                                                          caplog):
+    remote.call("Get-X", {"Warnings": ["throttled: wait 2 s"]})
+    found = [r for r in caplog.records if r.name == "runbook.powershell.broker"]
+    assert [(r.levelname, r.getMessage()) for r in found] == [
+        ("WARNING", "Get-X: throttled: wait 2 s")]

@@ -10,6 +10,7 @@ Screenshots go to each test's tmp_path.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,13 +36,21 @@ CHROMIUM_ARGS = [
 ]
 SERVER_START_S = 90
 NOTEBOOK_RUN_MS = 120_000
-# Quiet JupyterLab: no news, no update check, every cell in the DOM.
+# Quiet JupyterLab: no news, no update check, every cell in the DOM, and the
+# notebook's kernel started without a "Select Kernel" dialog, which a loaded
+# machine sometimes raised and which swallowed the click on Run All.
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
         {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings":
-        {"windowingMode": "none"},
+        {"windowingMode": "none", "autoStartDefaultKernel": True},
 }
+
+
+try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+except ImportError:  # _playwright() skips the tests then
+    PlaywrightTimeout = TimeoutError
 
 
 def _playwright():
@@ -163,14 +172,34 @@ def browser(tmp_path_factory):
         lab.stop()
 
 
+RUN_ALL_ATTEMPTS = 3
+STARTED_MS = 15_000
+
+
 def _open_and_run_all(lab: Lab, context, notebook: str):
+    """Open the notebook and Run All; again if no cell started at all.
+
+    On a loaded machine the execution indicator can say idle before the
+    kernel's session is wired to the notebook, and a Run All then queues
+    nothing. Only a click after which no cell ran is repeated, so no cell
+    ever runs twice.
+    """
     page = context.new_page()
     page.set_default_timeout(NOTEBOOK_RUN_MS)
     page.goto(lab.url(notebook))
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
-    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-    page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
-    return page
+    started = page.locator(".jp-InputPrompt", has_text="[").filter(
+        has_text=re.compile(r"\[(\d+|\*)\]")).first
+    for _ in range(RUN_ALL_ATTEMPTS):
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+        try:
+            started.wait_for(timeout=STARTED_MS)
+            return page
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"{notebook}: Run All started no cell in "
+                         f"{RUN_ALL_ATTEMPTS} attempts")
 
 
 def _shot(page, locator, path: Path) -> None:

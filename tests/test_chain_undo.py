@@ -76,3 +76,31 @@ def test_slash_named_connectors_stop_at_step_3_and_resume_after_the_portal(
     assert not [n for n in names if "/" in n]
     from runbook.audit import verify
     assert verify(record.path).ok
+
+
+def test_rollback_of_a_resumed_slash_run_restores_the_tenant_under_portal_names(
+        make_tenant, reports):
+    """A resumed step 3 keeps the run's first inventory, so rollback recreates what
+    the first attempt removed; slash-named connectors come back under the portal
+    names (Exchange refuses `/` in a new name, exchange-objects.md §9)."""
+    state_file = make_tenant("legacy-slash", propagation_delay_s=1)
+    before = _objects(state_file)
+    record = chain.run(_params("legacy-slash", state_file, confirm=True),
+                       reports_dir=reports, progress=lambda *_: None)
+    first_before = record.read_json("inventory/before.json")
+    tenant = state_mod.load(state_file)
+    for kind in ("inbound_connectors", "outbound_connectors"):
+        for name in [c["Name"] for c in tenant[kind] if "/" in c["Name"]]:
+            renamed = name.replace("/", "-")
+            sandbox_cli.main(["portal", str(state_file), "--rename", name, renamed])
+            sandbox_cli.main(["portal", str(state_file), "--delete", renamed])
+    resumed = chain.resume(record.path, progress=lambda *_: None)
+    assert resumed.run()["status"] == "succeeded", resumed.run()["steps"]
+    assert resumed.read_json("inventory/before.json") == first_before
+
+    undo = chain.rollback(record.path, confirm=True, progress=lambda *_: None)
+    assert undo.run()["status"] == "succeeded", undo.run()["steps"]
+    restored = _objects(state_file)
+    for kind in KINDS:
+        wanted = sorted(o["Name"].replace("/", "-") for o in before[kind])
+        assert sorted(o["Name"] for o in restored[kind]) == wanted, kind

@@ -121,3 +121,131 @@ def test_unconfirmed_facade_refuses_every_change(make_tenant):
     finally:
         session.close()
     assert state_file.read_bytes() == before
+
+
+def test_failure_midway_stops_and_lists_what_was_and_was_not_removed(make_tenant,
+                                                                    tmp_path):
+    """Issue 6.2: someone adds a rule through the SEPPmail outbound connector
+    after the plan was made; Exchange then refuses that connector's removal
+    (exchange-objects.md §9 "Connectors referenced by rules"), so the step stops
+    with the rules gone and both connectors still there, and says so."""
+    state_file = make_tenant("legacy-parallel")
+    record = RunRecord.create(tmp_path / "reports", "fabrikam", parameters={})
+    session, exo = _connect(state_file, record)
+    try:
+        plan = cleanup.plan(inventory.take(exo))
+        assert not plan.blocked
+        exo.create("transport_rule", {
+            "Name": "Partner route added meanwhile", "SentToScope": "NotInOrganization",
+            "RouteMessageOutboundConnector": "[SEPPmail.cloud] Outbound-Parallel"})
+        result = cleanup.run(plan, record=record, exo=exo, confirmed=True)
+        left = sorted(i.name for i in inventory.take(exo).seppmail_items())
+    finally:
+        session.close()
+    rules = [i.name for i in plan.removals if i.kind == "transport_rule"]
+    assert len(rules) == 7
+    assert result.status == "failed"
+    assert [i.name for i in result.removed] == rules
+    assert left == ["[SEPPmail.cloud] Inbound-Parallel",
+                    "[SEPPmail.cloud] Outbound-Parallel"]
+    assert result.message.startswith(
+        "removing outbound connector '[SEPPmail.cloud] Outbound-Parallel' failed: ")
+    assert ("Remove-OutboundConnector failed: The connector '[SEPPmail.cloud]"
+            " Outbound-Parallel' can't be removed because transport rule(s) 'Partner"
+            " route added meanwhile' route messages through it"
+            " (RouteMessageOutboundConnector). Removed before it:") in result.message
+    assert ("Removed before it: '[SEPPmail.cloud] - 050 on SPF fail - no SEPPmail.Cloud',"
+            in result.message)
+    assert result.message.endswith(
+        "Not removed: '[SEPPmail.cloud] Outbound-Parallel',"
+        " '[SEPPmail.cloud] Inbound-Parallel'.")
+    index = record.read_json("backup/index.json")
+    assert [e["name"] for e in index] == [i.name for i in plan.removals]
+
+
+def test_resumed_cleanup_keeps_the_backup_of_what_the_first_attempt_removed(
+        make_tenant, tmp_path):
+    """Issue 6.2/6.3: a re-run after a stop backs up only what is left; the
+    backup index must still list every object the run removed, or rollback
+    would lose the first ones."""
+    state_file = make_tenant("legacy-parallel")
+    record = RunRecord.create(tmp_path / "reports", "fabrikam", parameters={})
+    session, exo = _connect(state_file, record)
+    try:
+        first = cleanup.plan(inventory.take(exo))
+        [route] = exo.create("transport_rule", {
+            "Name": "Partner route added meanwhile", "SentToScope": "NotInOrganization",
+            "RouteMessageOutboundConnector": "[SEPPmail.cloud] Outbound-Parallel"})
+        assert cleanup.run(first, record=record, exo=exo, confirmed=True).status == \
+            "failed"
+        exo.change("Remove-TransportRule", {"Identity": route["Guid"]},
+                   target=route["Name"])
+        second = cleanup.run(cleanup.plan(inventory.take(exo)), record=record,
+                             exo=exo, confirmed=True)
+    finally:
+        session.close()
+    assert second.status == "succeeded", second.message
+    assert [i.name for i in second.removed] == ["[SEPPmail.cloud] Outbound-Parallel",
+                                                "[SEPPmail.cloud] Inbound-Parallel"]
+    index = record.read_json("backup/index.json")
+    assert [e["name"] for e in index] == [i.name for i in first.removals]
+    assert len({e["file"] for e in index}) == 9
+
+
+def test_rollback_recreates_slash_named_connectors_under_their_portal_names(
+        make_tenant, tmp_path):
+    """§9 "Names" / seppmail365cloud.md §5.1: New-*Connector refuses '/' and
+    '\\', so the backup of a slash-named connector comes back under the name
+    the portal gave it, and the rules that routed through it follow it."""
+    from runbook.sandbox import portal, state as state_mod
+
+    state_file = make_tenant("legacy-slash")
+    record = RunRecord.create(tmp_path / "reports", "tailspin", parameters={})
+    session, exo = _connect(state_file, record)
+    try:
+        before = inventory.take(exo)
+        record.write_json("inventory/before.json", before.as_json())
+        cleanup.run(cleanup.plan(before), record=record, exo=exo, confirmed=True)
+    finally:
+        session.close()
+    tenant = state_mod.load(state_file)
+    for name in ("[SEPPmail.cloud] SEPPmail -> ExO / MX:M365",
+                 "[SEPPmail.cloud] ExO -> SEPPmail / MX:M365"):
+        portal.rename_connector(tenant, name, name.replace(" / ", " - "))
+        portal.delete_connector(tenant, name.replace(" / ", " - "))
+    state_mod.save(state_file, tenant)
+
+    session, exo = _connect(state_file, record)
+    try:
+        undo = rollback.plan(record.path, inventory.take(exo))
+        status, message = rollback.run(undo, record=record, exo=exo, confirmed=True)
+        restored = inventory.take(exo)
+    finally:
+        session.close()
+    assert status == "succeeded", message
+    assert undo.renamed == [
+        ("[SEPPmail.cloud] ExO -> SEPPmail / MX:M365",
+         "[SEPPmail.cloud] ExO -> SEPPmail - MX:M365"),
+        ("[SEPPmail.cloud] SEPPmail -> ExO / MX:M365",
+         "[SEPPmail.cloud] SEPPmail -> ExO - MX:M365")]
+    assert message.endswith(
+        "come back under the names the portal gave them:"
+        " '[SEPPmail.cloud] ExO -> SEPPmail / MX:M365' as"
+        " '[SEPPmail.cloud] ExO -> SEPPmail - MX:M365',"
+        " '[SEPPmail.cloud] SEPPmail -> ExO / MX:M365' as"
+        " '[SEPPmail.cloud] SEPPmail -> ExO - MX:M365'.")
+    routes = {r["Name"]: r.get("RouteMessageOutboundConnector")
+              for r in restored.transport_rules}
+    assert routes["[SEPPmail.cloud] - Route incoming e-mails to SEPPmail"] == \
+        "[SEPPmail.cloud] ExO -> SEPPmail - MX:M365"
+    assert rollback.compare(undo.before, restored).empty
+    renamed = {old.lower(): new for old, new in undo.renamed}
+    for kind in inventory.KINDS:
+        expected = [inventory.comparable(o) for o in before.objects(kind)]
+        for o in expected:
+            for key in ("Name", "RouteMessageOutboundConnector"):
+                if str(o.get(key) or "").lower() in renamed:
+                    o[key] = renamed[o[key].lower()]
+        got = [inventory.comparable(o) for o in restored.objects(kind)]
+        assert sorted(got, key=lambda o: o["Name"].lower()) == sorted(
+            expected, key=lambda o: o["Name"].lower()), kind

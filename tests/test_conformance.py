@@ -16,11 +16,14 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
+from runbook import params, prereq
 from runbook.powershell import (CommandFailed, CommandRefused, ObjectNotFound, Session,
                                 pwsh_command, sandbox_command)
 
 PWSH = shutil.which("pwsh")
 ORGANIZATION = "contoso.onmicrosoft.com"
+# The legacy-inline scenario's tenant (docs/internals.md, sandbox scenarios).
+CONTOSO_TENANT_ID = "2c4f6a8e-1b3d-4e5f-9a7b-0c1d2e3f4a5b"
 CONNECTOR = "[SEPPmail.cloud] Inbound-InLine"
 # Text that would do something if it were ever pasted into PowerShell.
 HOSTILE = ("$(Remove-Item -Path victim.txt); `\"' ; & Remove-Item victim.txt ; "
@@ -51,10 +54,14 @@ STANDINS = textwrap.dedent(r"""
     function Get-ConnectionInformation {
         [CmdletBinding()]
         param()
+        if ($null -eq $script:StandinOrganization) {
+            return
+        }
         [pscustomobject]@{
             State        = 'Connected'
             Organization = $script:StandinOrganization
             Name         = 'ExchangeOnline_1'
+            TenantID     = '2c4f6a8e-1b3d-4e5f-9a7b-0c1d2e3f4a5b'
         }
     }
 
@@ -269,6 +276,35 @@ def test_certificate_password_in_a_request_is_rejected(session):
     (record,) = caught.value.errors
     assert record["error_id"] == "RunbookSecretInRequest"
     assert record["category"] == "SecurityError"
+
+
+def test_no_connection_before_connect(session):
+    assert session.invoke("Get-ConnectionInformation") == []
+
+
+def _tenant_verdicts(connection: dict, expected_id: str) -> dict:
+    p = params.validate(tenant="contoso", domains=["contoso.ch"], region="ch",
+                        routing="inline", tenant_id=expected_id)
+    checks = prereq.tenant_checks(p, connection, [], {})
+    return {c.item: (c.level, c.message) for c in checks
+            if c.item in ("connection", "tenant id")}
+
+
+def test_connection_information_confirms_the_expected_tenant(connected):
+    (connection,) = connected.invoke("Get-ConnectionInformation")
+    assert connection["TenantID"] == CONTOSO_TENANT_ID
+    assert _tenant_verdicts(connection, CONTOSO_TENANT_ID.upper()) == {
+        "connection": ("ok", "Exchange Online connection state: Connected"),
+        "tenant id": ("ok", f"connected tenant {CONTOSO_TENANT_ID}"),
+    }
+
+
+def test_connection_to_another_tenant_than_expected_is_an_error(connected):
+    (connection,) = connected.invoke("Get-ConnectionInformation")
+    other = "7d9e1f3a-5b6c-4d8e-8f0a-1b2c3d4e5f60"
+    assert _tenant_verdicts(connection, other)["tenant id"] == (
+        "error", f"connected tenant {CONTOSO_TENANT_ID}, expected {other}: connect "
+        "to the right tenant")
 
 
 def test_standins_parse_as_powershell():

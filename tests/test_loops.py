@@ -502,3 +502,89 @@ def test_run_on_a_step_context_records_the_diagnosis_and_fails_the_step(reports)
     assert event["data"]["domains"][0]["verdict"] == loops.WITHOUT_CBC
     [verdict] = [e for e in events if e["kind"] == "verdict"]
     assert verdict["data"]["status"] == "failed"
+
+
+def test_request_checks_the_diagnosis_parameters_before_anything_runs():
+    asked = loops.request(2, ["Info@ADATUM.ch"], "SB1.0.OU@x.ch")
+    assert asked == loops.Request(2.0, ("info@adatum.ch",), "<SB1.0.OU@x.ch>", None)
+    now = datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
+    assert asked.window(now) == (datetime(2026, 12, 4, 8, 0, tzinfo=timezone.utc),
+                                 datetime(2026, 12, 4, 10, 1, tzinfo=timezone.utc))
+    with pytest.raises(ParameterError) as caught:
+        loops.request(0)
+    assert caught.value.name == "window_hours"
+
+
+def test_trace_summary_counts_the_looping_messages_per_domain(loop_diagnosis):
+    found = loop_diagnosis.loops
+    looping = len(found.groups[0].messages)
+    summary = found.summary()
+    assert summary.startswith(f"{looping} of {found.messages} messages in the trace "
+                              "from ")
+    assert summary.endswith(f" loop, to adatum.ch (up to {HOPS} passes)")
+
+
+# -- step 5 ----------------------------------------------------------------------------
+
+
+def test_step_5_keeps_its_own_verdict_without_a_diagnosis(serve):
+    flow = ("failed", "After 10.0 minutes the trace shows no inbound message")
+    assert loops.step_verdict(flow, None) == flow
+    quiet = serve(migrated()).diagnose()
+    assert loops.step_verdict(flow, quiet) == flow
+
+
+def test_step_5_takes_the_diagnosis_verdict_once_it_found_the_loop(loop_diagnosis):
+    flow = ("failed", "Mail loops: messages to adatum.ch pass the SEPPmail connectors")
+    assert loops.step_verdict(flow, loop_diagnosis) == loop_diagnosis.verdict()
+
+
+def test_step_5_diagnoses_only_when_its_wait_saw_a_loop(reports):
+    from runbook.mailflow import FlowStatus
+    from runbook.notebook import open_step
+
+    ctx = open_step("05-verify-mailflow", {
+        "tenant": "northwind", "domains": ["northwindtraders.ch"], "region": "ch",
+        "routing": "inline", "scenario": "mail-loop"})
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    try:
+        assert loops.when_looping(ctx, FlowStatus(), since) is None
+        diagnosis = loops.when_looping(ctx, FlowStatus(looping={"adatum.ch": HOPS}),
+                                       since)
+    finally:
+        ctx.close()
+    assert diagnosis.loops.domains == ["adatum.ch"]
+    assert diagnosis.loops.start == since - loops.SINCE_MARGIN
+    [event] = [e["data"] for e in ctx.record.events() if e["kind"] == "diagnosis"]
+    assert event["step"] == "05-verify-mailflow"
+    assert event["cause"] == "adatum.ch: on SEPPmail.cloud without CBC"
+
+
+def test_verdict_cell_run_again_shows_the_verdict_and_records_nothing_more(reports):
+    from runbook import widgets
+    from runbook.notebook import StepFailed, open_step
+
+    ctx = widgets.interactive(open_step("06-diagnose-mail-loops", {
+        "tenant": "northwind", "domains": ["northwindtraders.ch"], "region": "ch",
+        "routing": "inline", "scenario": "mail-loop"}), live=True)
+    found = loops.trace_loops(ctx, loops.request(0.1))
+    diagnosis = loops.Diagnosis(loops.local_findings(ctx), found,
+                                loops.recipient_verdicts(ctx, found))
+    recorded = []
+    for _ in range(2):                   # the verdict cell, run twice
+        recorded.append(diagnosis.record_step(ctx))
+        with pytest.raises(StepFailed, match="^Mail to adatum.ch loops"):
+            ctx.conclude(*diagnosis.verdict())
+    assert recorded[0]["kind"] == "diagnosis" and recorded[1] is None
+    kinds = [e["kind"] for e in ctx.record.events()]
+    assert (kinds.count("diagnosis"), kinds.count("verdict")) == (1, 1)
+
+
+def test_step_5_watches_for_loops_as_long_as_two_more_passes_take():
+    """A loop shows at its third pass (mailflow.LOOP_PASSES): the sandbox's
+    hello names the hop time; a real tenant's trace lags by minutes."""
+    from runbook import mailflow
+
+    assert mailflow.settle_seconds({"trace": {"hop_s": 2.0}}, True) == 4.0
+    assert mailflow.settle_seconds({"trace": {"hop_s": 0.25}}, True) == 0.5
+    assert mailflow.settle_seconds({"host": "pwsh"}, False) == 120.0

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from bs4 import BeautifulSoup
 
@@ -56,6 +57,8 @@ def migration(reports: Path, status: str = "failed") -> RunRecord:
                  detail=IMG)
     notebook(record.path / "notebooks/01-prerequisites.ipynb",
              [nbformat.v4.new_code_cell("print('ok')", execution_count=1)])
+    record.event("verdict", step="prerequisites", status="succeeded",
+                 message=f"All 2 checks passed {SCRIPT}")
     record.step_finished("prerequisites", "succeeded")
 
     record.write_json("inventory/before.json", {
@@ -66,6 +69,11 @@ def migration(reports: Path, status: str = "failed") -> RunRecord:
         "transport_rules": [{"Name": OLD_RULE, "Priority": 0, "Guid": "r-1"},
                             {"Name": "Disclaimer", "Priority": 1, "Guid": "r-2"}]})
     record.step_started("cleanup", "notebooks/03-cleanup.ipynb")
+    # step 2 installed 2.0.2 in between; the bridge of step 3 says so
+    record.event("versions", step="cleanup", pwsh="7.5.4", edition="Core",
+                 ExchangeOnlineManagement="3.9.0",
+                 seppmail365cloud=["2.0.2", "1.3.0", "1.2.5"], runbook="0.1.0",
+                 host="pwsh")
     record.event("confirmation", step="cleanup", by=f"bob {SCRIPT}",
                  at="2026-12-04T10:02:00Z", plan=[f"remove rule {OLD_RULE}",
                                                   "remove connector Outbound-InLine"])
@@ -167,11 +175,18 @@ def test_run_facts_show_who_where_when(failed_run, page):
     assert facts["Status"] == "failed"
 
 
-def test_versions_from_run_json_and_the_bridge(page):
+def test_versions_are_the_ones_the_run_ended_with_and_those_before(failed_run, page):
     table = rows(section(page, "versions").table)
-    assert ["ExchangeOnlineManagement", "3.9.0", "event 2"] in table
-    assert ["seppmail365cloud", "1.3.0, 1.2.5", "event 2"] in table
-    assert table[1][0] == "runbook" and table[1][2] == "run.json"
+    run = failed_run.run()
+    assert table == [
+        ["Component", "Version", "Before that, in step"],
+        ["runbook", run["versions"]["runbook"], ""],
+        ["python", run["versions"]["python"], ""],
+        ["platform", run["versions"]["platform"], ""],
+        ["pwsh", "7.5.4", ""], ["edition", "Core", ""],
+        ["ExchangeOnlineManagement", "3.9.0", ""],
+        ["seppmail365cloud", "2.0.2, 1.3.0, 1.2.5", "1.3.0, 1.2.5 (event 2)"],
+        ["bridge", "pwsh", ""]]
 
 
 def test_parameters_are_listed(page):
@@ -192,6 +207,24 @@ def test_steps_link_to_their_executed_notebooks(failed_run, page):
                      "notebooks/03-cleanup.ipynb", "notebooks/03-cleanup.html"]
     for href in hrefs:
         assert (failed_run.path / href).is_file()
+
+
+def test_each_step_shows_its_verdict(page):
+    table = rows(section(page, "steps").table)
+    assert table[0][5] == "Verdict"
+    assert [r[5] for r in table[1:]] == [f"All 2 checks passed {SCRIPT}",
+                                         "none recorded"]
+
+
+def test_a_step_started_again_shows_the_verdict_of_each_attempt(tmp_path):
+    record = RunRecord.create(tmp_path, "contoso", parameters={})
+    for message in ("Stopped: slash-named connectors", "Removed 2 SEPPmail objects"):
+        record.step_started("03-cleanup", "notebooks/03-cleanup.ipynb")
+        record.event("verdict", step="03-cleanup", status="failed", message=message)
+        record.step_finished("03-cleanup", "failed")
+    table = rows(section(soup(render_report(record.path)), "steps").table)
+    assert [r[5] for r in table[1:]] == ["Stopped: slash-named connectors",
+                                         "Removed 2 SEPPmail objects"]
 
 
 def test_a_failed_step_shows_its_cell_error_name_and_value(page):
@@ -311,8 +344,31 @@ def test_added_and_removed_objects_show_all_their_properties(page):
                                    ["Priority", "0"], ["Guid", "r-1"]]
     added = next(d for d in inventory.find_all("details")
                  if d.summary.get_text() == f"new {IMG}: added")
-    assert rows(added.table)[0] == ["Property", "After"]
+    assert rows(added.table) == [["Property", "After"], ["Name", f"new {IMG}"],
+                                 ["Priority", "1"], ["Guid", "r-3"]]
     assert [tr["class"] for tr in added.find_all("tr")[1:]] == [["added"]] * 3
+
+
+def test_empty_properties_of_an_added_object_are_folded_not_dropped(tmp_path):
+    record = RunRecord.create(tmp_path, "contoso", parameters={})
+    empty = {"taken_at": "2026-12-04T10:00:00Z",
+             "inbound_connectors": [], "outbound_connectors": []}
+    rule = {"Name": "[SEPPmail.cloud] - 200 Route outgoing e-mails to SEPPmail",
+            "Priority": 0, "SetHeaderName": "X-SM-maildirection", "FromScope": None,
+            "SentTo": [], "Comments": "", "Quarantine": False}
+    record.write_json("inventory/before.json", {**empty, "transport_rules": []})
+    record.write_json("inventory/after.json", {**empty, "transport_rules": [rule]})
+    inventory = section(soup(render_report(record.path)), "inventory")
+    added = next(d for d in inventory.find_all("details")
+                 if d.summary.get_text() == f"{rule['Name']}: added")
+    assert rows(added.table) == [["Property", "After"], ["Name", rule["Name"]],
+                                 ["Priority", "0"],
+                                 ["SetHeaderName", "X-SM-maildirection"],
+                                 ["Quarantine", "false"]]
+    folded = added.find("details", class_="equal")
+    assert folded.summary.get_text() == '3 properties empty (null, "" or [])'
+    assert rows(folded.table)[1:] == [["FromScope", "null"], ["SentTo", "[]"],
+                                      ["Comments", '""']]
 
 
 def test_rules_added_removed_and_unchanged_are_listed(page):
@@ -393,6 +449,31 @@ def test_notebook_html_outputs_are_sanitised(tmp_path):
     assert "198.51.100.7" in page.get_text()  # shown as text, never loaded
 
 
+def test_notebook_pages_keep_the_marks_of_styled_tables(tmp_path):
+    # The sanitiser drops the table's own <style>; the page's CSS marks by class.
+    from runbook import tables
+
+    record = RunRecord.create(tmp_path, "contoso", parameters={})
+    styled = tables.style_inventory(pd.DataFrame([
+        {"kind": "inbound connector", "name": INBOUND, "class": "pre-cbc",
+         "remove": True, "portal only": False},
+        {"kind": "transport rule", "name": "Disclaimer", "class": "not-ours",
+         "remove": False, "portal only": False}]))
+    out = nbformat.v4.new_output("display_data", data={
+        "text/plain": repr(styled), "text/html": styled.to_html()})
+    notebook(record.path / "notebooks/03-cleanup.ipynb",
+             [nbformat.v4.new_code_cell("show()", execution_count=1, outputs=[out])])
+    page = soup(render_notebook(record.path, "notebooks/03-cleanup.ipynb"))
+    marked = [[c for c in tr.td["class"] if c.startswith("runbook-")]
+              for tr in page.select("table.runbook-inventory tbody tr")]
+    assert marked == [["runbook-remove"], ["runbook-keep"]]
+    css = page.style.get_text()
+    assert ("table.runbook-table td.runbook-remove { background-color: #fde2e1; "
+            "color: #5f1412; }") in css
+    assert "table.runbook-table .runbook-nowrap { white-space: nowrap; }" in css
+    assert page.select_one("span.runbook-nowrap").get_text() == "pre-cbc"
+
+
 def test_render_notebook_only_takes_notebooks_inside_the_folder(tmp_path):
     record = RunRecord.create(tmp_path, "contoso", parameters={})
     with pytest.raises(ValueError):
@@ -412,3 +493,76 @@ def test_report_files_are_private(failed_run):
     for rel in ("report.html", "notebooks/03-cleanup.html"):
         assert (failed_run.path / rel).stat().st_mode & 0o777 == 0o600
 
+
+
+# -- control and bidi characters from the tenant (issue 10, hostile findings) -------
+
+# A rule named so that U+202E shows "gnp.exe" reversed, and one with an escape.
+RLO_RULE = "[SEPPmail.cloud] attachment gnp\u202eexe.png"
+ESC_RULE = "[SEPPmail.cloud] \x1b[2J\x1b[31mred"
+RLO_SHOWN = "[SEPPmail.cloud] attachment gnp\\u202eexe.png"
+ESC_SHOWN = "[SEPPmail.cloud] \\x1b[2J\\x1b[31mred"
+
+
+def test_control_and_bidi_characters_from_the_tenant_show_as_escapes(tmp_path):
+    record = RunRecord.create(tmp_path, "contoso", parameters={})
+    record.write_json("inventory/before.json", {
+        "taken_at": "2026-12-04T10:00:00Z", "inbound_connectors": [],
+        "outbound_connectors": [],
+        "transport_rules": [{"Name": RLO_RULE, "Priority": 0, "Guid": "r-1",
+                             "Comments": "Zürich \u2067isolated\u2069 line\nbreak"},
+                            {"Name": ESC_RULE, "Priority": 1, "Guid": "r-2"}]})
+    record.write_json("inventory/after.json", {
+        "taken_at": "2026-12-04T10:05:00Z", "inbound_connectors": [],
+        "outbound_connectors": [], "transport_rules": []})
+    record.event("check", step="prerequisites", name=RLO_RULE, ok=False,
+                 detail=f"found {ESC_RULE}")
+    raw = render_report(record.path).read_text("utf-8")
+
+    for char in ("\u202e", "\u2067", "\u2069", "\x1b"):
+        assert char not in raw, repr(char)
+    checks = rows(section(soup(record.path / "report.html"), "checks").table)
+    assert checks[1] == ["prerequisites", RLO_SHOWN, "failed", f"found {ESC_SHOWN}"]
+    assert "Zürich \\u2067isolated\\u2069 line\nbreak" in raw  # the rest unchanged
+    assert ESC_SHOWN in section(soup(record.path / "report.html"),
+                                "inventory").get_text()
+
+
+def test_notebook_pages_show_control_characters_of_outputs_as_escapes(tmp_path):
+    record = RunRecord.create(tmp_path, "contoso", parameters={})
+    out = nbformat.v4.new_output("stream", text=f"removed {RLO_RULE}\n")
+    notebook(record.path / "notebooks/03-cleanup.ipynb",
+             [nbformat.v4.new_code_cell("show()", execution_count=1, outputs=[out])])
+    page = render_notebook(record.path, "notebooks/03-cleanup.ipynb").read_text("utf-8")
+    assert "\u202e" not in page
+    assert f"removed {RLO_SHOWN}" in page
+
+
+# -- step 1's checks (issue 7: "No check was recorded") ----------------------------
+
+
+def test_step_1_records_each_check_and_the_report_lists_them(make_tenant, reports):
+    """The legacy-inline tenant passes every check of step 1; README's step table
+    and prereq.py give them: pwsh (with its edition), ExchangeOnlineManagement and
+    the installed seppmail365cloud (host), the connection, the tenant, each
+    declared domain (tenant; no tenant id was given, the default domain is the
+    first declared and inline covers both domains, so no more), DNS per domain."""
+    from runbook import chain, params
+    from runbook.sandbox import scenarios
+
+    state = make_tenant("legacy-inline")
+    p = params.validate(**scenarios.declared("legacy-inline"), sandbox_state=str(state))
+    record = chain.run(p, reports_dir=reports, steps=("01-prerequisites",),
+                       progress=lambda *_: None)
+
+    checks = [e["data"] for e in record.events() if e["kind"] == "check"]
+    assert [(c["step"], c["name"], c["ok"], c["level"]) for c in checks] == [
+        ("01-prerequisites", name, True, "ok") for name in (
+            "pwsh", "ExchangeOnlineManagement", "seppmail365cloud",
+            "connection", "tenant", "domain contoso.ch", "domain contoso-group.ch",
+            "DNS contoso.ch", "DNS contoso-group.ch")]
+    verdict = [e["data"] for e in record.events() if e["kind"] == "verdict"][0]
+    assert verdict["message"] == f"All {len(checks)} prerequisite checks passed."
+    table = rows(section(soup(record.path / "report.html"), "checks").table)
+    assert [r[:3] for r in table[1:]] == [["01-prerequisites", c["name"], "passed"]
+                                          for c in checks]

@@ -232,6 +232,22 @@ def test_wildcard_takes_brackets_literally(inline):
     assert err.error_id == "ManagementObjectNotFoundException"
 
 
+def test_wildcard_with_brackets_finds_appliance_names_and_nothing_else():
+    """seppmail365cloud.md §5.1 / §9: `[SEPPmail]*` is the literal prefix
+    `[SEPPmail]`; it finds neither `[SEPPmail.cloud] …` nor names that merely
+    start with a letter of the class S, E, P, M, A, I, L."""
+    tenant = tenant_of("appliance-leftovers")
+    assert sorted(names(tenant.invoke("Get-TransportRule", Identity="[seppmail]*"))) == [
+        "[SEPPmail] - Route incoming e-mails to appliance",
+        "[SEPPmail] - Route outgoing e-mails to appliance",
+        "[SEPPmail] - Skip spam filter for appliance"]
+    assert names(tenant.invoke("Get-OutboundConnector", Identity="[SEPPmail]*")) == [
+        "[SEPPmail] ExchangeOnline -> Appliance"]
+    # A wildcard is a Get-* filter only: Set/Remove take the identity literally.
+    err = error_of(tenant, "Remove-TransportRule", Identity="[SEPPmail]*")
+    assert err.error_id == "ManagementObjectNotFoundException"
+
+
 def test_accepted_domains_include_the_initial_domain(inline):
     """§5: `<tenant>.onmicrosoft.com` is InitialDomain; one domain is Default."""
     domains = {d["DomainName"]: d for d in inline.invoke("Get-AcceptedDomain")}

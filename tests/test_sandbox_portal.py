@@ -82,12 +82,14 @@ def test_portal_rename_checks_the_new_name(new, fragment):
 
 
 def test_portal_unknown_connector_is_refused():
+    """exchange-objects.md §9: a missing identity is an error, in the portal too."""
     with pytest.raises(portal.PortalError, match="no connector named 'nope'"):
         portal.delete_connector(slash_state(), "nope", clock=clock)
 
 
 def test_portal_changes_take_effect_after_the_delay():
-    """design.md "The sandbox": portal changes are changes like any other."""
+    """design.md "The sandbox", seppmail365cloud.md §10 step 6: portal changes
+    take effect after the delay like any other."""
     built = slash_state()
     portal.delete_connector(built, SLASH_IN, clock=clock)
     before = trace.effective_connectors(built, NOW + timedelta(seconds=29))
@@ -121,9 +123,11 @@ def test_cli_new_writes_a_tenant_and_refuses_to_overwrite(tmp_path, capsys):
     assert state.load(path)["scenario"] == "clean"
 
 
-def test_cli_new_unknown_scenario_fails(tmp_path, capsys):
-    assert cli.main(["new", "nope", str(tmp_path / "t.json")]) == 1
-    assert "unknown sandbox scenario 'nope'" in capsys.readouterr().err
+def test_cli_new_unknown_scenario_is_a_usage_error(tmp_path, capsys):
+    assert cli.main(["new", "nope", str(tmp_path / "t.json")]) == 2
+    assert "argument scenario: unknown scenario 'nope'; the scenarios are " \
+        "legacy-inline, " in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists()
 
 
 def test_cli_show_summarises_the_tenant(tmp_path, capsys):
@@ -154,6 +158,57 @@ def test_cli_usage_errors_exit_2(capsys):
     assert cli.main([]) == 2
 
 
-def test_cli_missing_state_file_exits_1(tmp_path, capsys):
-    assert cli.main(["show", str(tmp_path / "none.json")]) == 1
-    assert "No such file" in capsys.readouterr().err
+def test_cli_missing_state_file_is_bad_input_exit_2(tmp_path, capsys):
+    path = tmp_path / "none.json"
+    assert cli.main(["show", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"runbook sandbox show: sandbox state '{path}': No such file or directory; "
+        "write a fresh one with `runbook sandbox new SCENARIO FILE`\n")
+
+
+def test_cli_new_passes_the_module_version_as_written(tmp_path):
+    path = tmp_path / "t.json"
+    assert cli.main(["new", "clean", str(path), "--module", "1.3.0-preview1"]) == 0
+    installed = state.load(path)["installed_modules"]
+    assert [m["Version"] for m in installed if m["Name"] == "seppmail365cloud"] == [
+        "1.3.0-preview1"]
+
+
+def test_cli_dns_serves_the_tenant_records(tmp_path):
+    """Issue 5.4: the scenario's DNS on 127.0.0.1, so `runbook dns` can be tried
+    on a sandbox tenant from a terminal; wrong-mx keeps its MX at Microsoft."""
+    import subprocess
+    import sys
+
+    from runbook import dns as rdns
+
+    path = tmp_path / "t.json"
+    state.save(path, scenarios.build("wrong-mx", now=NOW))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "runbook.cli", "sandbox", "dns", str(path),
+         "--seconds", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = child.stdout.readline()
+        assert first.startswith(f"serving the DNS of {path} on 127.0.0.1:")
+        nameserver = first.split(" on ")[1].split()[0]
+        check = rdns.check_domain("adventure-works.ch", routing="inline", region="ch",
+                                  resolver=rdns.make_resolver(nameserver, timeout=2.0))
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+    assert check.status == "wrong-mx"
+    assert check.preferred_mx == "adventure-works-ch.mail.protection.outlook.com"
+    assert check.provisioned == "inline" and check.region_found == "ch"
+
+
+def test_cli_dns_stops_by_itself_and_frees_its_port(tmp_path, capsys):
+    """The server runs for --seconds, then stops (a bounded wait, no daemon)."""
+    path = tmp_path / "t.json"
+    state.save(path, scenarios.build("mixed-domains", now=NOW))
+    assert cli.main(["dns", str(path), "--seconds", "0"]) == 0
+    out = capsys.readouterr().out
+    nameserver = out.split(" on ")[1].split()[0]
+    port = int(nameserver.rsplit(":", 1)[1])
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", port))

@@ -211,7 +211,7 @@ def test_stray_prints_go_to_stderr_not_the_protocol(inline_file, monkeypatch, ca
     assert server.main(["--state", str(inline_file)]) == 0
     lines = out.getvalue().decode("utf-8").splitlines()
     assert [sorted(json.loads(line)) for line in lines] == [
-        ["dns", "hello", "host", "openid", "protocol", "versions"],
+        ["dns", "hello", "host", "openid", "protocol", "trace", "versions"],
         ["duration_ms", "errors", "id", "ok", "output", "warnings"]]
     assert "diagnostic chatter" in capsys.readouterr().err
 

@@ -124,7 +124,8 @@ def test_parallel_inbound_goes_out_to_seppmail_and_comes_back():
 
 
 def test_changes_take_effect_after_the_propagation_delay():
-    """design.md "The sandbox": a change counts from T + propagation_delay_s."""
+    """design.md "The sandbox", seppmail365cloud.md §10 step 6 (wait up to 10
+    minutes): a change counts from T + propagation_delay_s."""
     clock = Clock()
     tenant = tenant_of("legacy-inline", delay=60, clock=clock)
     to_cbc(tenant)
@@ -139,7 +140,8 @@ def test_changes_take_effect_after_the_propagation_delay():
 
 
 def test_effective_connectors_undo_changes_not_yet_in_effect():
-    """trace.effective_connectors: the configuration in effect at a moment."""
+    """seppmail365cloud.md §10 step 6: until the delay has passed, the
+    configuration in effect is the one before the change."""
     clock = Clock()
     tenant = tenant_of("legacy-parallel", delay=30, clock=clock)
     tenant.invoke("Remove-TransportRule",
@@ -243,6 +245,30 @@ def test_mail_loop_repeats_one_message_id_until_the_hop_limit():
     assert "5.4.14 Hop count exceeded" in events[-1]["Detail"]
 
 
+@pytest.mark.parametrize("hop_s", [None, 0.25])
+def test_a_looping_message_passes_again_after_the_tenants_hop_time(hop_s):
+    """§10's lasting loop, in sandbox time: the passes of one message are
+    `traffic.hop_s` apart (2 s by default), and the hello names that time so
+    step 5 knows how long a loop takes to show."""
+    from runbook.sandbox.server import hello
+
+    built = scenarios.build("mail-loop", now=NOW, propagation_delay_s=60.0)
+    if hop_s is not None:
+        built["traffic"]["hop_s"] = hop_s
+    tenant = Tenant(built, clock=Clock())
+    tenant.invoke("Connect-ExchangeOnline", Organization=built["tenant"]["initial_domain"])
+    rows = trace_rows(tenant, RecipientAddress="info@adatum.ch",
+                      StartDate=iso(NOW - timedelta(minutes=5)), EndDate=iso(NOW))
+    by_id = {}
+    for row in rows:
+        by_id.setdefault(row["MessageId"], []).append(row["Received"])
+    group = sorted(next(g for g in by_id.values() if len(g) == trace.MAX_HOPS))
+    moments = [datetime.fromisoformat(str(r).replace("Z", "+00:00")) for r in group]
+    gaps = {round((b - a).total_seconds(), 3) for a, b in zip(moments, moments[1:])}
+    assert gaps == {hop_s or 2.0}
+    assert hello(built, None)["trace"] == {"hop_s": hop_s or 2.0, "latency_s": 1.0}
+
+
 def test_result_size_truncates_with_the_more_results_warning():
     """§11: truncation shows only as the warning."""
     tenant = tenant_of("legacy-inline")
@@ -301,7 +327,8 @@ def test_next_page_repeats_the_boundary_row():
 
 
 def test_detail_of_an_unknown_or_mismatched_row_is_empty():
-    """Get-MessageTraceDetailV2 returns nothing for what it cannot find."""
+    """exchange-objects.md §11 Detail: Get-MessageTraceDetailV2 returns nothing
+    for what it cannot find [I]."""
     tenant = tenant_of("legacy-inline")
     row = newest(tenant, "anna.meier@contoso.ch")
     assert tenant.invoke("Get-MessageTraceDetailV2", RecipientAddress="x@y.ch",

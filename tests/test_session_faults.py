@@ -1,7 +1,9 @@
 """One misbehaving child per test (tests/fault_children/): the exact error it gets."""
 
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ from runbook.powershell import ProtocolError, Session, SessionTimeout
 from test_session import gone, wait_gone
 
 CHILDREN = Path(__file__).parent / "fault_children"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def child(name: str) -> list[str]:
@@ -97,11 +100,10 @@ def test_bytes_that_are_not_utf8_are_a_protocol_error():
 def test_timeout_kills_the_child_and_the_next_call_gets_its_own_reply():
     with Session(child("hang"), timeout=10) as s:
         first_pid = s.pid
-        started = time.monotonic()
+        # The child would answer "first" after 1 s: a reply means no timeout.
         with pytest.raises(SessionTimeout) as caught:
             s.call("Get-TransportRule", {"Seconds": 1, "Marker": "first"},
                    timeout=0.3)
-        assert time.monotonic() - started < 1.5
         assert caught.value.command == "Get-TransportRule"
         assert caught.value.timeout == 0.3
         assert wait_gone(first_pid)
@@ -127,15 +129,12 @@ def test_timeout_restart_runs_on_start_again():
 
 def test_thirty_megabyte_reply_passes_unchanged():
     with Session(child("big_reply"), timeout=60) as s:
-        started = time.monotonic()
         output = s.invoke("Get-TransportRule", Megabytes=31)
-        elapsed = time.monotonic() - started
     text = "Grüße aus Zürich – 東京 – 🙂 " * 8
     assert len(output) > 80_000
     assert all(r["Comment"] == text for r in output)
     assert [r["Index"] for r in output] == list(range(len(output)))
     assert len(json.dumps(output, ensure_ascii=False).encode()) > 30_000_000
-    assert elapsed < 20
 
 
 def test_grandchild_does_not_outlive_a_timeout():
@@ -164,10 +163,10 @@ def test_keyboard_interrupt_during_a_call_kills_the_child_and_propagates():
     pid = s.pid
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.3)
-        started = time.monotonic()
+        # The child answers after 30 s, beyond the session's 10 s timeout: only
+        # the interrupt can end this call with KeyboardInterrupt.
         with pytest.raises(KeyboardInterrupt):
             s.call("Get-TransportRule", {"Seconds": 30})
-        assert time.monotonic() - started < 5
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -175,3 +174,37 @@ def test_keyboard_interrupt_during_a_call_kills_the_child_and_propagates():
     assert s.pid is None
     assert s.invoke("Get-TransportRule", Marker="after") == [{"Marker": "after"}]
     s.close()
+
+
+def test_child_that_never_says_hello_times_out_and_is_killed(tmp_path):
+    pid_file = tmp_path / "pid"
+    with pytest.raises(SessionTimeout) as caught:
+        Session(child("no_hello") + [str(pid_file)], timeout=1)
+    assert caught.value.command == "hello" and caught.value.timeout == 1
+    assert str(caught.value) == ("hello did not answer within 1 s; the PowerShell "
+                                 "child was stopped")
+    assert wait_gone(int(pid_file.read_text()))
+
+
+def test_interrupting_a_kernel_in_a_call_ends_the_child_and_the_kernel_lives_on():
+    # The child runs in its own session, so the SIGINT that interrupts a kernel
+    # never reaches it: the Session must end it.
+    caller = subprocess.Popen(
+        [sys.executable, str(CHILDREN / "interrupted_caller.py")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        pid = int(caller.stdout.readline())
+        assert not gone(pid)
+        time.sleep(0.3)     # let the caller reach its call
+        caller.send_signal(signal.SIGINT)
+        assert caller.stdout.readline() == "interrupted\n"
+        assert wait_gone(pid)
+        assert caller.poll() is None
+        caller.stdin.close()
+        assert caller.wait(timeout=30) == 0
+    finally:
+        caller.kill()
+        caller.wait(timeout=30)
+        for stream in (caller.stdin, caller.stdout, caller.stderr):
+            stream.close()

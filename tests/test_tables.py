@@ -92,6 +92,17 @@ def test_four_items_do_not_fold():
     assert tables.cell_html(["a", "b", "c", "d", "e"]).startswith("<details")
 
 
+def test_one_dashed_word_keeps_to_one_line_and_text_still_wraps():
+    assert tables.cell_html("pre-cbc") == '<span class="runbook-nowrap">pre-cbc</span>'
+    assert tables.cell_html("contoso-ch.gate.seppmail.cloud") == (
+        '<span class="runbook-nowrap">contoso-ch.gate.seppmail.cloud</span>')
+    assert tables.cell_html("not created by SEPPmail; left as-is") == (
+        "not created by SEPPmail; left as-is")
+    long_word = "a-" * 20 + "b"                  # 41 characters wrap as they must
+    assert tables.cell_html(long_word) == long_word
+    assert tables.cell_html("<x-y>") == '<span class="runbook-nowrap">&lt;x-y&gt;</span>'
+
+
 def test_comparison_marks_each_mismatch_and_counts_them():
     expected = {"[SEPPmail.cloud] Inbound-InLine": {
         "TlsSenderCertificateName": "2c4f6a8e-1b3d-4e5f-9a7b-0c1d2e3f4a5b.ch.seppmail.cloud",
@@ -153,3 +164,22 @@ def test_the_same_table_renders_to_the_same_html():
     first, second = tables.style_checks(df).to_html(), tables.style_checks(df).to_html()
     assert first == second
     assert re.search(r'id="T_checks-[0-9a-f]{10}"', first)
+
+
+def test_control_and_bidi_characters_show_as_escapes_in_html_and_text():
+    """A U+202E in a rule name shows "gnp.exe" as "exe.png"; an ESC starts a
+    terminal sequence. Both are shown as escapes; umlauts, emoji with their
+    joiner, backslashes, tabs and line breaks stay as they are."""
+    name = "[SEPPmail] gnp\u202eexe.png \x1b[31m"
+    details = ["a\u2066b\u2069", "Zürich 👩\u200d💻 a\\b\tc"]
+    df = pd.DataFrame([{"check": name, "result": "error", "details": details}])
+    styled = tables.style_checks(df)
+    page = styled.to_html()
+    for char in ("\u202e", "\x1b", "\u2066", "\u2069"):
+        assert char not in page and char not in repr(styled), repr(char)
+    assert "[SEPPmail] gnp\\u202eexe.png \\x1b[31m" in page
+    assert "a\\u2066b\\u2069, Zürich 👩\u200d💻 a\\b\tc" in page
+    assert "[SEPPmail] gnp\\u202eexe.png \\x1b[31m" in repr(styled)
+    assert tables.cell_html("line\nbreak\r\n") == "line\nbreak\r\n"
+    assert tables.cell_html("\x00\x7f\x85\u200b\ufeff\u061c") == (
+        "\\x00\\x7f\\x85\\u200b\\ufeff\\u061c")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import papermill
 import pytest
+from IPython.core.formatters import DisplayFormatter
 
 from runbook import cleanup, inventory, mailflow, widgets
-from runbook.audit import RunRecord
+from runbook.audit import RunRecord, verify
 from runbook.notebook import open_step
 from runbook.sandbox import state as state_mod
 
@@ -109,7 +110,10 @@ def test_a_plan_waits_under_its_button_and_changes_nothing(step):
     assert outcome.state == widgets.WAITING
     assert outcome.button.description == "Apply this plan"
     assert outcome.verdict[0] == "planned"
-    assert ctx.conclude(*outcome.verdict) == "planned"     # Run All reached the end
+    held = ctx.conclude(*outcome.verdict)                  # Run All reached the end
+    assert held == "planned"
+    # shown as nothing: a click later turns the verdict above it into "passed"
+    assert DisplayFormatter().format(held) == ({}, {})
     assert ctx.held == outcome.verdict
     assert _events(ctx, "verdict") == [] and _events(ctx, "change-requested") == []
     assert _seppmail_names(state) == names_before
@@ -264,6 +268,28 @@ def test_cleanup_run_again_on_the_same_tenant_sees_nothing_left_and_offers_nothi
     assert _events(second, "change-requested") == []
 
 
+def test_a_step_left_after_its_button_was_used_keeps_the_applied_verdict(step):
+    ctx, _ = step()
+    _, outcome = _cleanup_offer(ctx)
+    outcome.click()                                   # before the verdict cell ran
+    ctx.settle("the notebook was run again")
+    ctx.settle("the kernel stopped before a decision")    # at exit: nothing more
+    assert [v["status"] for v in _events(ctx, "verdict")] == ["succeeded"]
+    assert _events(ctx, "step-abandoned") == []
+    assert ctx.record.run()["status"] == "succeeded"
+    assert verify(ctx.record.path).ok
+
+
+def test_a_step_left_with_neither_plan_nor_verdict_is_abandoned_once(step):
+    ctx, _ = step()
+    ctx.settle("the notebook was run again")
+    ctx.settle("the kernel stopped before a decision")
+    assert _events(ctx, "step-abandoned") == [
+        {"step": "03-cleanup", "reason": "the notebook was run again"}]
+    assert ctx.record.run()["status"] == "failed"
+    assert verify(ctx.record.path).ok
+
+
 # -- step 1's form ----------------------------------------------------------------
 
 
@@ -278,6 +304,18 @@ def test_the_form_starts_from_the_parameters_cell_and_is_valid():
     assert form.errors == {}
     assert form.values()["domains"] == ["contoso.ch", "contoso-group.ch"]
     assert form.inputs["region"].value == "ch"
+
+
+def test_each_field_is_labelled_in_full_by_a_label_that_wraps():
+    _, form = _form()
+    labels = [row.children[0].value for row in form.box.children[1:-1]]
+    assert labels[:2] == [
+        '<div class="runbook-label" style="line-height: 1.3; white-space: normal; '
+        'padding: 4px 0">Tenant (&lt;name&gt; of &lt;name&gt;.onmicrosoft.com)</div>',
+        '<div class="runbook-label" style="line-height: 1.3; white-space: normal; '
+        'padding: 4px 0">Domains (one per line; the first builds the connectors)'
+        '</div>']
+    assert len(labels) == len(widgets.FORM_FIELDS)
 
 
 def test_a_bad_value_is_marked_as_typed_and_the_namespace_keeps_the_valid_one():
@@ -405,3 +443,18 @@ def test_steps_run_twice_see_the_tenant_as_it_is_and_do_nothing_again(make_tenan
     again = state_mod.load(state)
     for key in ("inbound_connectors", "outbound_connectors", "transport_rules"):
         assert again[key] == configured[key], key
+
+
+# -- what each notebook says first and last (issue 9, point 2) -----------------------
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_each_notebook_says_what_it_does_changes_needs_and_ends_with_its_verdict(path):
+    cells = json.loads(path.read_text("utf-8"))["cells"]
+    intro = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown"
+    assert [w in intro for w in ("What it does.", "What it changes.", "Have at hand.")
+            ] == [True, True, True]
+    last = "".join(cells[-1]["source"])
+    assert cells[-1]["cell_type"] == "code"
+    assert last.splitlines()[-1].startswith("ctx.conclude(*"), last

@@ -31,6 +31,32 @@ wait_minutes = 10.0                    # step 5: how long to wait for mail flow
 poll_seconds = 15.0                    # step 5: how often to look
 timeout_seconds = 300.0                # one PowerShell call at most'''
 
+
+def with_defaults(cell: str, **literals) -> str:
+    """`cell` with other default values (Python literals as text), comments kept
+    unless a value comes as (literal, comment)."""
+    lines = cell.splitlines()
+    for name, literal in literals.items():
+        [n] = [i for i, line in enumerate(lines) if line.startswith(f"{name} = ")]
+        comment = lines[n].partition("  #")[2].strip()
+        if isinstance(literal, tuple):
+            literal, comment = literal
+        assignment = f"{name} = {literal}"
+        lines[n] = f"{assignment:<38} # {comment}" if comment else assignment
+    return "\n".join(lines)
+
+
+# 06 runs alone on a tenant that is migrated and does not loop: its verdict
+# passes, so nbval runs it as it runs the others. The loop itself is shown by
+# the `mail-loop` scenario (tests/test_loop_notebooks.py runs it there).
+DIAGNOSIS_PARAMETERS = with_defaults(
+    PARAMETERS, tenant='"proseware"', domains='["proseware.ch"]',
+    scenario=('"migrated"', 'no loop; "mail-loop" (northwind) loops')
+) + '''
+window_hours = 24.0                    # the trace's last hours (at most 240)
+recipients = []                        # only these addresses, e.g. ["info@adatum.ch"]
+message_id = ""                        # only this Message-ID, e.g. from a bounce'''
+
 OPEN = """\
 from runbook.notebook import open_step, show
 from runbook import tables, widgets
@@ -93,6 +119,7 @@ tables.style_checks(dns.to_frame(results))'''),
         ("md", "## All checks"),
         ("code", '''\
 checks += prereq.dns_checks(results)
+prereq.record_checks(ctx.record, ctx.step, checks)
 tables.style_checks(prereq.frame(checks))'''),
         ("code", "ctx.conclude(*prereq.verdict(checks))"),
     ],
@@ -143,8 +170,10 @@ afterwards.
 
 **What it changes.** Removes the SEPPmail connectors and rules marked red in the
 table. Connectors whose names hold `/` or `\\` (marked amber) cannot be removed
-by PowerShell any more: the step then stops before removing anything and says
-what to do in the Exchange admin center; run it again afterwards.
+by PowerShell any more: the plan shows them before anything is removed; the step
+removes everything else (rules first, so that no rule still routes through them),
+then stops and says what to do for each in the Exchange admin center (rename,
+then delete). Run it again afterwards: it continues where it stopped.
 
 **Have at hand.** Steps 1 and 2 passed; the customer's agreement to the time
 without encryption; access to the Exchange admin center for slash-named
@@ -156,9 +185,9 @@ connectors.
         ("md", "## Inventory and plan"),
         ("code", '''\
 from runbook import cleanup, inventory
-before = inventory.take(ctx.exo)
-ctx.record.write_json("inventory/before.json", before.as_json())
-plan = cleanup.plan(before)
+now = inventory.take(ctx.exo)
+inventory.record_before(ctx.record, now)    # a resumed run keeps its first one
+plan = cleanup.plan(now)
 show(tables.style_inventory(plan.table()))
 plan.summary()'''),
         ("md", "## Backup, remove, prove"),
@@ -255,7 +284,84 @@ since'''),
 status = widgets.wait_for_mail(ctx, since=since, inbound_name=inbound,
                                outbound_name=outbound)
 tables.style_checks(status.frame())'''),
-        ("code", "ctx.conclude(*mailflow.step_verdict(status, since, ctx.params))"),
+        ("md", """\
+## A loop? Its diagnosis
+
+When the wait saw a loop, the diagnosis of `06-diagnose-mail-loops` runs here over
+the trace since the new connectors were made: this tenant first, then each looping
+recipient domain. It is recorded in the run's audit and decides the verdict."""),
+        ("code", '''\
+from runbook import loops
+diagnosis = loops.when_looping(ctx, status, since)    # None unless mail loops
+for table in diagnosis.tables() if diagnosis else []:
+    show(table)'''),
+        ("code", '''\
+flow = mailflow.step_verdict(status, since, ctx.params)
+ctx.conclude(*loops.step_verdict(flow, diagnosis))'''),
+    ],
+    "06-diagnose-mail-loops": [
+        ("md", """\
+# Diagnose mail loops
+
+**What it does.** Mail that loops after a correct migration usually means the
+recipient's tenant is on SEPPmail.cloud too and has not moved to certificate-based
+connectors (CBC): SEPPmail.cloud cannot tell the two tenants apart and hands the
+message back. This notebook finds out whether that is the case, in three steps:
+
+1. **This tenant first**: old SEPPmail connectors or rules still in place, the CBC
+   connectors missing, disabled or carrying another tenant's certificate, an MX
+   that does not fit the routing mode. Any of these is named as the cause.
+2. **The loops**: the message trace of the last `window_hours` (optionally only
+   `recipients` or one `message_id`); a message seen three times or more for one
+   recipient loops. They are grouped by recipient domain, and the newest ones are
+   read in detail for the connectors they passed and the hop limit (5.4.14).
+3. **Each looping domain**: is it served by SEPPmail.cloud (its MX and gate, relay
+   or mail hosts), which tenant holds it (Microsoft's public OpenID discovery
+   document, as the seppmail365cloud module asks), and is that tenant ready for CBC
+   (its readiness TXT record). The verdict says whose side must act, and how.
+
+Step 5 runs the same diagnosis by itself when its wait sees a loop.
+
+**What it changes.** Nothing. It reads the tenant, the message trace, DNS and the
+discovery document, and records the diagnosis in the run's audit.
+
+**Have at hand.** The tenant's parameters, as for the other steps; roughly when
+the loop happened (the trace reaches 10 days back); if you have them, a looping
+recipient's address or the Message-ID from a bounce ("hop count exceeded").
+
+In the sandbox the defaults diagnose a migrated tenant where nothing loops. To see
+a loop: `scenario = "mail-loop"`, `tenant = "northwind"`,
+`domains = ["northwindtraders.ch"]`; its mail to adatum.ch goes round until the hop
+limit, because adatum.ch's tenant is on SEPPmail.cloud without CBC."""),
+        ("params", DIAGNOSIS_PARAMETERS),
+        ("code", '''\
+from runbook.notebook import open_step, show
+from runbook import loops, tables, widgets
+# Checks the parameters above (the diagnosis's own first) and connects.
+asked = loops.request(window_hours, recipients, message_id)
+ctx = widgets.interactive(open_step("{step}", widgets.reuse_tenant(globals())))
+ctx'''),
+        ("md", """\
+## 1. This tenant's own configuration
+
+A loop or a bounce caused here is named before any recipient is blamed."""),
+        ("code", '''\
+local = loops.local_findings(ctx)
+loops.local_table(local)'''),
+        ("md", "## 2. Looping messages, by recipient domain"),
+        ("code", '''\
+found = loops.trace_loops(ctx, asked)
+loops.loop_table(found)'''),
+        ("md", """\
+## 3. Each looping domain: on SEPPmail.cloud? Which tenant? Ready for CBC?"""),
+        ("code", '''\
+verdicts = loops.recipient_verdicts(ctx, found)
+loops.recipient_table(verdicts)'''),
+        ("md", "## Verdict"),
+        ("code", '''\
+diagnosis = loops.Diagnosis(local, found, verdicts)
+diagnosis.record_step(ctx)          # the `diagnosis` event of the audit, once
+ctx.conclude(*diagnosis.verdict())'''),
     ],
     "90-rollback": [
         ("md", """\

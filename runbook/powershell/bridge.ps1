@@ -18,6 +18,10 @@
     dot-sourced instead of importing ExchangeOnlineManagement, so that the
     conformance tests run this script against stand-in cmdlets.
 #>
+# Windows PowerShell 5.1 and pwsh 6 lack ConvertTo-Json -EnumsAsStrings and
+# ConvertFrom-Json -AsHashtable; this line makes them say so before the hello
+# instead of failing halfway (the client shows the reason from stderr).
+#Requires -Version 7.0
 [CmdletBinding()]
 param()
 
@@ -51,10 +55,38 @@ try {
 }
 $OutputEncoding = $Utf8
 
-# Keep the real stdout for protocol lines and send every other console write
-# (modules that print with [Console]::WriteLine) to stderr.
+# Keep the real stdout for protocol lines and send every other console write to
+# stderr. With stdout redirected, the console host writes its text (warnings
+# outside a request, Host.UI.WriteLine) through [Console]::Out, and so do modules
+# that print with [Console]::WriteLine. Connect-ExchangeOnline -Device shows its
+# sign-in code that way, on no PowerShell stream (office-docs-powershell#7635):
+# each such line is marked as a notice, which the client shows to the person.
+$NoticePrefix = 'runbook-notice: '
 $ProtocolOut = [Console]::Out
-[Console]::SetOut([Console]::Error)
+try {
+    $notices = [System.CodeDom.Compiler.IndentedTextWriter]::new([Console]::Error,
+        $NoticePrefix)
+    $notices.Indent = 1
+    # The writer marks the lines after the first line it wrote.
+    $notices.WriteLine('bridge: console text follows as notices')
+    [Console]::SetOut([System.IO.TextWriter]::Synchronized($notices))
+} catch {
+    [Console]::SetOut([Console]::Error)
+    [Console]::Error.WriteLine("bridge: console text unmarked: $($_.Exception.Message)")
+}
+
+# Some modules colour their text with escape sequences; replies and notices are
+# plain text.
+$AnsiSequence = [regex]::new(
+    '\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)')
+
+# PowerShell 7.5 added -DateKind. Before it, ConvertFrom-Json turns every string
+# that reads like a date into a DateTime, so a rule comment holding one would
+# reach Exchange reformatted; where the parameter exists, strings stay strings.
+$JsonReadOptions = @{ AsHashtable = $true }
+if ((Get-Command -Name ConvertFrom-Json).Parameters.ContainsKey('DateKind')) {
+    $JsonReadOptions['DateKind'] = 'String'
+}
 
 # --- what may run: runbook/powershell/commands.py holds the same lists -------
 
@@ -195,6 +227,11 @@ function ConvertTo-ProtocolJson {
     return $json
 }
 
+function Remove-Ansi {
+    param([string]$Text)
+    return $AnsiSequence.Replace($Text, '')
+}
+
 function Get-ModuleVersionText {
     param($Module)
     $text = [string]$Module.Version
@@ -297,6 +334,7 @@ function ConvertTo-ErrorData {
     if ($null -ne $Record.ErrorDetails -and $Record.ErrorDetails.Message) {
         $message = [string]$Record.ErrorDetails.Message
     }
+    $message = Remove-Ansi $message
     $target = $null
     if ($null -ne $Record.TargetObject) {
         $target = [string]$Record.TargetObject
@@ -336,6 +374,16 @@ function ConvertTo-Record {
     }
     if ($base -is [string] -or $base -is [System.ValueType]) {
         return $base
+    }
+    if ($base -is [System.Management.Automation.PSModuleInfo]) {
+        # A module links to its commands and each command back to its module:
+        # serialised whole, one Get-Module reply runs to megabytes.
+        return [ordered]@{
+            Name       = $base.Name
+            Version    = Get-ModuleVersionText $base
+            ModuleBase = $base.ModuleBase
+            Path       = $base.Path
+        }
     }
     if ($base -is [System.Collections.IEnumerable] -and
         -not ($base -is [System.Collections.IDictionary])) {
@@ -487,11 +535,12 @@ function Invoke-Splatted {
             if ($_ -is [System.Management.Automation.ErrorRecord]) {
                 $Errors.Add((ConvertTo-ErrorData $_))
             } elseif ($_ -is [System.Management.Automation.WarningRecord]) {
-                $Warnings.Add([string]$_.Message)
+                $Warnings.Add((Remove-Ansi ([string]$_.Message)))
             } elseif ($_ -is [System.Management.Automation.InformationRecord]) {
                 # Host text (the device-code sign-in message) must reach the
                 # person now, not with the reply; the client logs notices.
-                [Console]::Error.WriteLine('runbook-notice: ' + [string]$_.MessageData)
+                [Console]::Error.WriteLine($NoticePrefix +
+                    (Remove-Ansi ([string]$_.MessageData)))
             } elseif ($null -ne $_) {
                 $Output.Add((ConvertTo-Record $_))
             }
@@ -558,7 +607,9 @@ if ($Standins) {
     . $Standins
 } else {
     try {
-        Import-Module -Name ExchangeOnlineManagement -ErrorAction Stop
+        # -Global: imported from a script, a module's commands would be visible
+        # in this script's scope only, not to seppmail365cloud's functions.
+        Import-Module -Name ExchangeOnlineManagement -Global -ErrorAction Stop
     } catch {
         # The hello then reports no EXO version and the prerequisites say why.
         [Console]::Error.WriteLine("bridge: $($_.Exception.Message)")
@@ -577,7 +628,7 @@ while ($true) {
     }
     $request = $null
     try {
-        $request = ConvertFrom-Json -InputObject $line -AsHashtable
+        $request = ConvertFrom-Json -InputObject $line @JsonReadOptions
     } catch {
         $request = $line
     }

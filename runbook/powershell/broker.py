@@ -5,7 +5,8 @@ Exchange Online costs seconds (and, with device login, a person), so the
 chain opens one `Session` per run and serves it with a `SessionBroker`. Each
 kernel talks to it through a `RemoteSession`, which offers the `Session`
 interface (`call`, `invoke`, `hello`, `host`, `versions`, `close`); a
-notebook run alone opens its own `Session` instead.
+notebook run alone opens its own `Session` instead. The chain names the
+socket to its kernels in the environment variable `SOCKET_ENV`.
 
 Who may connect. The socket lives in a fresh directory of mode 0700 and is
 itself 0600, so only the run's user can reach it; the broker then reads the
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 BROKER_HELLO = "runbook-broker"
 PROTOCOL = 1
 SOCKET_NAME = "session.sock"
+# The chain names its broker's socket to the kernels it starts in this
+# environment variable, not in a notebook parameter: parameters are recorded
+# in run.json and reused by a resume, when the socket is long gone.
+SOCKET_ENV = "RUNBOOK_SESSION_SOCKET"
 
 _ACCEPT_TICK_S = 0.2      # how often the accept loop looks at the stop flag
 _CONNECT_TIMEOUT_S = 10.0  # connect and read the broker's hello
@@ -505,6 +510,10 @@ def _result(message: dict, request_id: int, command: str) -> Reply:
     output = message.get("output") or []
     errors = message.get("errors") or []
     warnings = [str(w) for w in message.get("warnings") or []]
+    # As Session does: the tenant's warnings show where the call was made
+    # (in the notebook's output), not only in the broker's log.
+    for warning in warnings:
+        log.warning("%s: %s", command, warning)
     if message.get("ok") is not True:
         raise reply_error(command, errors, warnings, output)
     return Reply(id=request_id, output=output, errors=errors, warnings=warnings,

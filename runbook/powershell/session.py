@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from runbook import credentials
+
 from .errors import (ChildStartError, PowerShellError, ProtocolError, SessionTimeout,
                      reply_error)
 
@@ -100,7 +102,9 @@ class _Child:
         try:
             self.process = subprocess.Popen(
                 list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=None if env is None else dict(env),
+                stderr=subprocess.PIPE,
+                # inherited, with a password file's content where bridge.ps1 reads it
+                env=credentials.child_environment() if env is None else dict(env),
                 cwd=cwd, **_group_options())
         except OSError as exc:
             raise ChildStartError(argv, exc) from exc

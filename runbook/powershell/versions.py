@@ -19,8 +19,13 @@ _VERSION = re.compile(
     r"^\s*v?(?P<numbers>\d+(\.\d+){0,3})(-(?P<pre>[0-9A-Za-z.-]+))?"
     r"(\+[0-9A-Za-z.-]+)?\s*$")
 
+# Every CBC-capable seppmail365cloud stops outside PowerShell 7 and 2.0 refuses the
+# Desktop edition by name (seppmail365cloud.md §6); bridge.ps1 needs 7 besides.
 PWSH_MINIMUM = "7.0.0"
+# The CBC manifests require ExchangeOnlineManagement 3.0.0 (seppmail365cloud.md §6,
+# p1/p2 row): the REST-based module; 2.x sessions run over remote PowerShell.
 EXO_MINIMUM = "3.0.0"
+# The first module version that creates certificate-based connectors (§3.3).
 CBC_MINIMUM = "1.3.0-preview1"
 
 # What each seppmail365cloud generation needs from the host (seppmail365cloud.md

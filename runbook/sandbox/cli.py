@@ -6,36 +6,55 @@
     runbook sandbox show STATE
     runbook sandbox portal STATE (--rename OLD NEW | --delete NAME)
                                  [--direction inbound|outbound]
+    runbook sandbox dns STATE [--port P] [--seconds S]
 
 `portal` stands in for the Exchange admin center, the only place where
 connectors named with "/" or "\\" can be renamed or deleted (runbook.sandbox
-.portal). Exit codes: 0 done, 1 refused (the reason on stderr), 2 usage.
+.portal). `dns` serves the tenant's DNS on 127.0.0.1, as the sandbox child
+does for the notebooks, so `runbook dns ... --nameserver` can be tried on a
+scenario from a terminal; it stops after S seconds or on Ctrl-C. Exit codes:
+0 done, 1 refused (the portal refused, or FILE exists), 2 usage or bad input
+(a flag, a state file that is missing or incomplete, a folder that is not
+there); the reason is one line on stderr, written by `main` alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import time
+from pathlib import Path
+
+from runbook.cli import Parser
 
 from . import portal, scenarios
 from . import state as state_file
+from .module_profile import Version
 from .server import installed_versions
+
+# The top-level keys `show` and `portal` read, with their JSON types
+# (docs/internals.md, "Sandbox state file").
+_STATE_KEYS = {"scenario": str, "description": str, "tenant": dict,
+               "propagation_delay_s": (int, float), "accepted_domains": list,
+               "inbound_connectors": list, "outbound_connectors": list,
+               "transport_rules": list, "dns": dict}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="runbook sandbox",
-                                     description="Simulated tenants for the runbook.")
+    parser = Parser(prog="runbook sandbox",
+                    description="Simulated tenants for the runbook.")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("scenarios", help="list the scenarios")
     new = sub.add_parser("new", help="write a fresh tenant of a scenario")
-    new.add_argument("scenario")
-    new.add_argument("file")
-    new.add_argument("--propagation-delay", type=float, default=None,
+    new.add_argument("scenario", type=_scenario)
+    new.add_argument("file", type=_new_file)
+    new.add_argument("--propagation-delay", type=_seconds, default=None,
                      help="seconds before a change takes effect")
-    new.add_argument("--module", default=None,
+    new.add_argument("--module", type=_module, default=None,
                      help="installed seppmail365cloud version, or 'none'")
-    new.add_argument("--size", type=int, default=1,
+    new.add_argument("--size", type=_positive, default=1,
                      help="bulk factor of the large scenario")
     new.add_argument("--force", action="store_true", help="overwrite FILE")
     show = sub.add_parser("show", help="summarise a tenant")
@@ -46,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"))
     group.add_argument("--delete", metavar="NAME")
     edit.add_argument("--direction", choices=("inbound", "outbound"))
+    serve = sub.add_parser("dns", help="serve a tenant's DNS on 127.0.0.1 for a while")
+    serve.add_argument("state")
+    serve.add_argument("--port", type=int, default=0, help="0: a free port")
+    serve.add_argument("--seconds", type=float, default=600.0,
+                       help="how long to serve (default 600)")
     return parser
 
 
@@ -56,13 +80,72 @@ def main(argv: list[str]) -> int:
         return int(exc.code or 0)
     try:
         return _ACTIONS[args.action](args)
-    except (state_file.StateFileError, portal.PortalError, KeyError) as exc:
-        print(f"runbook sandbox {args.action}: {_reason(exc)}", file=sys.stderr)
+    except portal.PortalError as exc:
+        print(f"runbook sandbox {args.action}: {exc}", file=sys.stderr)
         return 1
+    except state_file.StateFileError as exc:
+        print(f"runbook sandbox {args.action}: {exc}; write a fresh one with "
+              "`runbook sandbox new SCENARIO FILE`", file=sys.stderr)
+        return 2
+    except OSError as exc:     # the file cannot be written: no access, disk full
+        if not exc.filename:
+            raise
+        target = getattr(args, "file", None) or getattr(args, "state", exc.filename)
+        print(f"runbook sandbox {args.action}: cannot write {target}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
 
 
-def _reason(exc: Exception) -> str:
-    return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+def _scenario(text: str) -> str:
+    if text not in scenarios.names():
+        raise argparse.ArgumentTypeError(f"unknown scenario {text!r}; the scenarios "
+                                         f"are {', '.join(scenarios.names())}")
+    return text
+
+
+def _new_file(text: str) -> str:
+    folder = Path(text).expanduser().parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(folder)!r} does not exist; "
+                                         "create it first")
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or "
+                                         "more")
+    return value
+
+
+def _module(text: str) -> str:
+    if text.lower() == "none":
+        return ""
+    try:
+        return Version.parse(text).text
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a module version such as 2.0.2 or 1.3.0-preview1, "
+            "nor 'none'") from None
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number, 1 or more")
+    return value
+
+
+def _load(path: str) -> dict:
+    """A state file with the keys `summary` and the portal read, else StateFileError."""
+    loaded = state_file.load(path)
+    for key, kind in _STATE_KEYS.items():
+        if not isinstance(loaded.get(key), kind):
+            raise state_file.StateFileError(path, f"no {key!r} of the right type")
+    return loaded
 
 
 def _scenarios(args) -> int:
@@ -76,10 +159,8 @@ def _new(args) -> int:
         print(f"runbook sandbox new: {args.file} exists (use --force to replace"
               " it)", file=sys.stderr)
         return 1
-    module = None if args.module is None else (
-        "" if args.module.lower() == "none" else args.module)
     built = scenarios.build(args.scenario, propagation_delay_s=args.propagation_delay,
-                            module_installed=module, size=args.size)
+                            module_installed=args.module, size=args.size)
     state_file.save(args.file, built)
     print(f"{args.file}: scenario {args.scenario}, tenant"
           f" {built['tenant']['initial_domain']}")
@@ -116,12 +197,12 @@ def summary(state: dict) -> list[str]:
 
 
 def _show(args) -> int:
-    print("\n".join(summary(state_file.load(args.state))))
+    print("\n".join(summary(_load(args.state))))
     return 0
 
 
 def _portal(args) -> int:
-    state = state_file.load(args.state)
+    state = _load(args.state)
     if args.rename:
         old, new = args.rename
         portal.rename_connector(state, old, new, direction=args.direction)
@@ -134,4 +215,26 @@ def _portal(args) -> int:
     return 0
 
 
-_ACTIONS = {"scenarios": _scenarios, "new": _new, "show": _show, "portal": _portal}
+def _dns(args) -> int:
+    from .dnsserver import start_dns_server
+
+    records = state_file.load(args.state).get("dns", {}).get("records", [])
+    try:
+        server = start_dns_server(records, port=args.port)
+    except (OSError, ValueError) as exc:   # port taken, or a malformed record
+        print(f"runbook sandbox dns: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"serving the DNS of {args.state} on {server.nameserver} for"
+              f" {args.seconds:g} s; try: runbook dns DOMAIN --routing inline"
+              f" --nameserver {server.nameserver}", flush=True)
+        time.sleep(max(0.0, args.seconds))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+_ACTIONS = {"scenarios": _scenarios, "new": _new, "show": _show, "portal": _portal,
+            "dns": _dns}

@@ -31,6 +31,10 @@ from .tenant import Tenant
 
 log = logging.getLogger(__name__)
 
+# A file named here gets one JSON line per request from every sandbox child
+# (pid, command, ok; never parameters): how tests see which child received
+# what, across the processes of a run. Unset, nothing is written.
+CALL_LOG_ENV = "RUNBOOK_SANDBOX_CALL_LOG"
 VERSIONS = {"pwsh": "7.5.4", "edition": "Core", "ExchangeOnlineManagement": "3.9.0"}
 _ALLOWED = {name.lower(): name for name in commands.ALLOWED}
 _MUTATING = {name.lower() for name in commands.MUTATING}
@@ -71,11 +75,21 @@ def installed_versions(state: dict) -> list[str]:
     return sorted(versions, key=version_key, reverse=True)
 
 
+def trace_timing(state: dict) -> dict:
+    """How the simulated message trace runs in time (step 5 waits by it, as it
+    would wait minutes for a real tenant's trace)."""
+    from runbook.sandbox.trace import hop_seconds
+
+    traffic = state.get("traffic") or {}
+    return {"hop_s": hop_seconds(state),
+            "latency_s": float(traffic.get("trace_latency_s") or 0.0)}
+
+
 def hello(state: dict, dns_address: tuple[str, int] | None,
           openid_url: str | None = None) -> dict:
     versions = dict(VERSIONS, seppmail365cloud=installed_versions(state))
     line = {"hello": "runbook-bridge", "protocol": 1, "host": "sandbox",
-            "versions": versions}
+            "versions": versions, "trace": trace_timing(state)}
     if dns_address is not None:
         line["dns"] = f"{dns_address[0]}:{dns_address[1]}"
     if openid_url is not None:
@@ -184,6 +198,21 @@ def _write(out: BinaryIO, message: dict) -> None:
     out.flush()
 
 
+def _log_call(request, response: dict) -> None:
+    path = os.environ.get(CALL_LOG_ENV)
+    if not path:
+        return
+    command = request.get("command") if isinstance(request, dict) else None
+    line = json.dumps({"pid": os.getpid(), "command": command,
+                       "ok": response["ok"]}, default=str) + "\n"
+    # One write on an O_APPEND file: lines of several children never interleave.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
 def _start_dns(state: dict):
     try:
         from .dnsserver import start_dns_server
@@ -219,6 +248,7 @@ def serve(state_path: str | os.PathLike, stdin: BinaryIO, stdout: BinaryIO, *,
                 continue
             request = _decode(line)
             response = answer(tenant, request if request is not None else [])
+            _log_call(request, response)
             if tenant.dirty:
                 state_file.save(state_path, tenant.state)
                 tenant.dirty = False

@@ -57,7 +57,12 @@ log = logging.getLogger(__name__)
 
 KINDS = ("inbound_connectors", "outbound_connectors", "transport_rules")
 MAX_HOPS = 6  # passes of a looping message before Exchange fails it [I]
-HOP_SECONDS = 3
+HOP_SECONDS = 2.0  # between two passes of a looping message, unless traffic.hop_s
+
+
+def hop_seconds(state: dict) -> float:
+    """Seconds between two passes of a looping message in this tenant's trace."""
+    return float((state.get("traffic") or {}).get("hop_s") or HOP_SECONDS)
 DIRECT_MX_IP = "198.51.100.10"  # a partner's MX (RFC 5737 documentation range)
 DEFAULT_WINDOW = timedelta(hours=48)  # §11: last 48 hours without dates
 MAX_WINDOW = timedelta(days=10)  # §11: 10 days per query
@@ -497,7 +502,7 @@ class _Router:
             # SEPPmail connector, whose rules send it out again.
             message["certificate"] = self._seppmail_inbound_certificate() \
                 or message["certificate"]
-        self._pass(message, passes, offset + HOP_SECONDS, hops + 1)
+        self._pass(message, passes, offset + hop_seconds(self.state), hops + 1)
 
     def _seppmail_inbound_certificate(self) -> str | None:
         for connector in self.config["inbound_connectors"]:
@@ -560,7 +565,7 @@ class Traffic:
         """Ticks whose messages were sent within [low - loop time, high]."""
         if self.start is None or not self.flows or high < self.start:
             return range(0)
-        slack = MAX_HOPS * HOP_SECONDS
+        slack = MAX_HOPS * hop_seconds(self.state)
         first = math.floor(((low - self.start).total_seconds() - slack)
                            / self.interval) - 1
         last = math.floor((high - self.start).total_seconds() / self.interval)

@@ -1,0 +1,143 @@
+"""The chain's guards around a run: one run per tenant, a step writes only into
+its own run's folder, Ctrl-C leaves a sealed record (issues 8 and 10)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from runbook import chain, notebook, params
+from runbook.audit import RunRecord, verify
+from runbook.batch import TenantBusy
+from runbook.params import ParameterError
+from runbook.sandbox import scenarios
+
+pytestmark = pytest.mark.slow
+
+DECLARED = scenarios.declared("legacy-inline")
+HOLD_LOCK = """
+import sys, time
+from runbook.batch import acquire_tenant_lock
+with acquire_tenant_lock(sys.argv[1], "contoso") as lock:
+    lock.attach(sys.argv[2])
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def _params(state_file, **extra):
+    return params.validate(**DECLARED, sandbox_state=str(state_file),
+                           wait_minutes=1.0, poll_seconds=0.5, **extra)
+
+
+def test_a_second_run_on_a_busy_tenant_is_refused_naming_the_first(
+        make_tenant, reports, tmp_path):
+    first = reports / "contoso" / "20261204T100000Z-0001"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(reports), str(first)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(TenantBusy) as caught:
+            chain.run(_params(make_tenant("legacy-inline"), confirm=True),
+                      reports_dir=reports, progress=lambda *_: None)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert caught.value.run_dir == str(first)
+    assert str(first) in str(caught.value)
+    assert [p.name for p in (reports / "contoso").iterdir()] == [".lock"]
+
+
+def _first_step_record(reports, state_file, tenant="contoso"):
+    record = RunRecord.create(reports, tenant, parameters={"tenant": tenant})
+    record.update_run(sandbox_state=str(state_file))
+    return record
+
+
+def test_a_step_refuses_a_run_folder_of_another_tenant(make_tenant, reports):
+    state_file = make_tenant("legacy-inline")
+    other = _first_step_record(reports, state_file, tenant="woodgrove")
+    before = (other.path / "events.jsonl").read_bytes()
+    with pytest.raises(ParameterError) as caught:
+        notebook.open_step("03-cleanup", dict(
+            DECLARED, sandbox_state=str(state_file), run_dir=str(other.path),
+            confirm=True))
+    assert caught.value.name == "run_dir"
+    assert caught.value.allowed.startswith("a run folder of tenant 'contoso' made by "
+                                           "the runbook")
+    assert (other.path / "events.jsonl").read_bytes() == before
+
+
+def test_a_step_refuses_a_run_folder_outside_the_reports_folder(make_tenant, reports,
+                                                                 tmp_path):
+    state_file = make_tenant("legacy-inline")
+    fake = tmp_path / "elsewhere" / "contoso" / "20261204T100000Z-0002"
+    fake.mkdir(parents=True)
+    (fake / "run.json").write_text(json.dumps({"tenant": "contoso"}))
+    (fake / "events.jsonl").write_text("")
+    with pytest.raises(ParameterError) as caught:
+        notebook.open_step("01-prerequisites", dict(
+            DECLARED, sandbox_state=str(state_file), run_dir=str(fake)))
+    assert caught.value.name == "run_dir"
+    assert (fake / "events.jsonl").read_text() == ""
+
+
+def test_a_folder_that_only_looks_like_a_run_is_refused(make_tenant, reports):
+    state_file = make_tenant("legacy-inline")
+    fake = reports / "contoso" / "20261204T100000Z-0003"
+    fake.mkdir(parents=True)
+    (fake / "run.json").write_text(json.dumps({"tenant": "contoso"}))
+    (fake / "events.jsonl").write_text("")
+    with pytest.raises(ParameterError, match="run_dir="):
+        notebook.open_step("01-prerequisites", dict(
+            DECLARED, sandbox_state=str(state_file), run_dir=str(fake)))
+
+
+def test_ctrl_c_in_a_step_seals_the_record_as_cancelled_and_resume_finishes_it(
+        make_tenant, reports, monkeypatch):
+    state_file = make_tenant("legacy-inline", propagation_delay_s=1)
+    real_step = chain._run_step
+
+    def interrupted(record, p, step, progress, extra=None):
+        if step == "02-install-module":
+            record.step_started(step, f"notebooks/{step}.ipynb")
+            raise KeyboardInterrupt
+        return real_step(record, p, step, progress, extra)
+
+    monkeypatch.setattr(chain, "_run_step", interrupted)
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        chain.run(_params(state_file, confirm=True), reports_dir=reports,
+                  progress=said.append)
+    [folder] = [p for p in (reports / "contoso").iterdir() if p.is_dir()]
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "cancelled"
+    assert [(s["name"], s["status"]) for s in run["steps"]] == [
+        ("01-prerequisites", "succeeded"), ("02-install-module", "failed")]
+    assert run["steps"][1]["error"]["ename"] == "KeyboardInterrupt"
+    assert verify(folder).ok
+    assert said[-1].startswith(f"run cancelled: {folder}")
+    assert not (reports / "contoso" / ".lock").exists()
+
+    monkeypatch.setattr(chain, "_run_step", real_step)
+    resumed = chain.resume(folder, progress=lambda *_: None)
+    assert resumed.run()["status"] == "succeeded", resumed.run()["steps"]
+
+
+def test_the_verdict_cell_shows_the_verdict_and_no_stray_value(make_tenant, reports,
+                                                               tmp_path):
+    import papermill
+
+    from runbook.kernels import PAPERMILL_OPTIONS
+
+    out = tmp_path / "01.ipynb"
+    papermill.execute_notebook(
+        str(chain.notebooks_dir() / "01-prerequisites.ipynb"), str(out),
+        parameters=dict(DECLARED, sandbox_state=str(make_tenant("legacy-inline"))),
+        cwd=str(chain.notebooks_dir()), **PAPERMILL_OPTIONS)
+    last = json.loads(out.read_text())["cells"][-1]
+    kinds = [o["output_type"] for o in last["outputs"]]
+    assert kinds == ["display_data"]
+    assert "".join(last["outputs"][0]["data"]["text/markdown"]).startswith(
+        "### Verdict: ✅ passed")
