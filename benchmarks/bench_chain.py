@@ -42,26 +42,29 @@ from runbook import chain, mailflow, params
 from runbook.sandbox import scenarios, state
 
 GOAL = 1.25
+REPEATS = 3
 TRAFFIC_INTERVAL_S = 0.5
 HOP_S = 0.25
 _IMPORT = re.compile(r"^(import|from)\s")
 _PATH_ARGUMENTS = ("input_path", "output_path", "parameters", "cwd")
 
 
-def run(repeats: int = 1) -> dict:
-    """Seconds per way (median of `repeats`) and the ratio chain / bare."""
+def run(repeats: int = REPEATS) -> dict:
+    """Seconds per way (median of `repeats`) and the ratio chain / bare.
+
+    The three ways take turns, round by round, so that a slow moment of the
+    machine falls on all of them alike.
+    """
     with tempfile.TemporaryDirectory(prefix="bench-chain-") as folder:
         work = Path(folder)
-        chain_s, options, steps_s = [], {}, {}
+        empty_dir = _notebooks(work / "empty", imports=False)
+        bare_dir = _notebooks(work / "bare", imports=True)
+        chain_s, empty_s, bare_s, steps_s = [], [], [], {}
         for n in range(repeats):
             seconds, options, steps_s = _chain(work / f"chain-{n}")
             chain_s.append(seconds)
-        empty_dir = _notebooks(work / "empty", imports=False)
-        bare_dir = _notebooks(work / "bare", imports=True)
-        empty_s = [_papermill(empty_dir, work / f"out-empty-{n}", options)
-                   for n in range(repeats)]
-        bare_s = [_papermill(bare_dir, work / f"out-bare-{n}", options)
-                  for n in range(repeats)]
+            empty_s.append(_papermill(empty_dir, work / f"out-empty-{n}", options))
+            bare_s.append(_papermill(bare_dir, work / f"out-bare-{n}", options))
     result = {"empty_s": statistics.median(empty_s), "bare_s": statistics.median(bare_s),
               "chain_s": statistics.median(chain_s), "steps_s": steps_s,
               "kernel_manager": str(options.get("kernel_manager_class", "default")),
