@@ -35,7 +35,6 @@ import atexit
 import dataclasses
 import getpass
 import hashlib
-import html
 import json
 import logging
 import math
@@ -46,7 +45,7 @@ import weakref
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from runbook import mailflow, seppmail
+from runbook import mailflow, seppmail, visible
 from runbook import params as params_mod
 from runbook.notebook import (FAILED, PASSED, PLANNED, StepContext, StepFailed, show,
                               show_verdict)
@@ -193,14 +192,14 @@ class ParameterForm:
         self.errors = errors
         for name in FORM_FIELDS:
             self.notes[name].value = (f'<span style="color:#b3261e">✗ '
-                                      f"{html.escape(errors[name])}</span>"
+                                      f"{visible.html(errors[name])}</span>"
                                       if name in errors else "✓")
         if errors:
             self.status.value = ("<b>✗ Not valid yet.</b> The cells below still use "
                                  "the last valid values.")
         else:
             self.namespace.update(values)
-            tenant = html.escape(values["tenant"])
+            tenant = visible.html(values["tenant"])
             self.status.value = ("<b>✓ Valid.</b> Now run the cells below this one "
                                  "(Run ▸ Run Selected Cell and All Below) to check "
                                  f"tenant <code>{tenant}</code>.")
@@ -210,7 +209,7 @@ class ParameterForm:
 def _label(w, text: str):
     """A label that wraps: ipywidgets' Label cuts a long one off with "…"."""
     return w.HTML(f'<div class="runbook-label" style="line-height: 1.3; '
-                  f'white-space: normal; padding: 4px 0">{html.escape(text)}</div>',
+                  f'white-space: normal; padding: 4px 0">{visible.html(text)}</div>',
                   layout=w.Layout(width="22em"))
 
 
@@ -261,8 +260,8 @@ class Confirmation:
         """Show the plan's objects and the button; wait for the click."""
         import ipywidgets as w
 
-        items = "".join(f"<li>{html.escape(describe(o))}</li>" for o in self.objects)
-        heading = w.HTML(f"<b>{html.escape(self.summary)}</b><ul>{items}</ul>")
+        items = "".join(f"<li>{visible.html(describe(o))}</li>" for o in self.objects)
+        heading = w.HTML(f"<b>{visible.html(self.summary)}</b><ul>{items}</ul>")
         self.button = w.Button(description="Apply this plan", button_style="danger",
                                icon="check", layout=w.Layout(width="auto"),
                                tooltip="Records you as the one who confirmed, then "
@@ -359,7 +358,7 @@ def confirm(ctx, apply: Callable[[bool], Any], *, summary: str, objects: list,
     if _live(live) and not confirmed and objects and c.verdict[0] == PLANNED:
         if waits_for:
             _display_html(f"<b>No “Apply this plan” yet:</b> it waits for "
-                          f"{html.escape(waits_for)}. Then run this notebook again.")
+                          f"{visible.html(waits_for)}. Then run this notebook again.")
             return c
         c.offer()
         if isinstance(ctx, LiveStep):
@@ -419,7 +418,7 @@ def _show_result(status: str, message: str) -> None:
         return
     from IPython.display import Markdown
 
-    _display(Markdown(f"**Result: {html.escape(status)}.** {html.escape(message)}"))
+    _display(Markdown(f"**Result: {visible.html(status)}.** {visible.html(message)}"))
 
 
 def _pair(verdict) -> tuple[str, str]:
@@ -610,7 +609,7 @@ class MailflowProgress:
             print(line, flush=True)
             return
         self.bar.value = min(max(elapsed, 0.0), self.bar.max)
-        self.label.value = html.escape(line)
+        self.label.value = visible.html(line)
 
     def sleep(self, seconds: float) -> None:
         end = self.clock() + max(0.0, seconds)
@@ -619,7 +618,7 @@ class MailflowProgress:
             if self.live:
                 elapsed = self.reported[0] + self.clock() - self.reported[1]
                 self.bar.value = min(elapsed, self.bar.max)
-                self.label.value = html.escape(
+                self.label.value = visible.html(
                     f"{self.head}; {_left(self.total_s - elapsed)}")
 
     def finish(self, status) -> None:

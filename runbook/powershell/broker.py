@@ -74,7 +74,7 @@ SOCKET_NAME = "session.sock"
 # in run.json and reused by a resume, when the socket is long gone.
 SOCKET_ENV = "RUNBOOK_SESSION_SOCKET"
 
-_ACCEPT_TICK_S = 0.2      # how often the accept loop looks at the stop flag
+_ACCEPT_TICK_S = 0.05     # how often the accept loop looks at the stop flag
 _CONNECT_TIMEOUT_S = 10.0  # connect and read the broker's hello
 _REPLY_GRACE_S = 10.0     # on top of the call's own limit, for the lock and a restart
 _MAX_PATH = 100           # sun_path holds 108 bytes on Linux, 104 on macOS

@@ -172,7 +172,7 @@ class OpenIDServer:
         self._httpd.daemon_threads = True
         self.address: tuple[str, int] = self._httpd.server_address[:2]
         self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.2},
+                                        kwargs={"poll_interval": 0.05},
                                         name="sandbox-openid", daemon=True)
 
     @property
