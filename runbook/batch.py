@@ -56,7 +56,6 @@ import html
 import io
 import json
 import logging
-import math
 import os
 import re
 import secrets
@@ -1300,12 +1299,9 @@ def _step_list(text: str) -> tuple[str, ...]:
 
 def _minutes(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes above 0")
-    return value
+        return params_mod.typed_number(text, "minutes", above_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:

@@ -10,6 +10,7 @@ list stays a list.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import uuid
@@ -126,6 +127,19 @@ def check_number(name: str, value: object) -> float:
     """One numeric parameter alone, e.g. a batch flag that applies to every row."""
     _, low, high = NUMBERS[name]
     return _number(name, value, low, high)
+
+
+def typed_number(text: str, unit: str, *, above_zero: bool = False) -> float:
+    """A number of `unit` typed on a command line: finite and not negative, or
+    above 0. ValueError says what was typed and what is allowed."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
+        allowed = f"{unit} above 0" if above_zero else f"{unit}, 0 or more"
+        raise ValueError(f"{text!r} is not a number of {allowed}")
+    return value
 
 
 def check_files(p: RunParameters) -> None:

@@ -21,12 +21,12 @@ there); the reason is one line on stderr, written by `main` alone.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
+from runbook import params
 from runbook.cli import Parser
 
 from . import portal, scenarios
@@ -113,13 +113,9 @@ def _new_file(text: str) -> str:
 
 def _seconds(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or "
-                                         "more")
-    return value
+        return params.typed_number(text, "seconds")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _module(text: str) -> str:
