@@ -574,6 +574,12 @@ class RunRecord:
             raise RecordDamaged(path, 1, problem)
         return dict(event["data"]["parameters"])
 
+    def chained_steps(self) -> list[tuple[str, str]]:
+        """Every step as the hash chain holds it, in order: (name, status), where
+        a step started and not finished is "running". A resumed run decides from
+        these which steps are done, not from run.json's copy."""
+        return steps_of(self.events())
+
     @contextmanager
     def _locked(self) -> Iterator[int]:
         path = self.path / EVENTS_FILE
@@ -978,6 +984,7 @@ def verify(path: Path) -> Verification:
     events = _check_chain(lines, result)
     _check_torn(torn, len(lines) + 1, sealed, result)
     _check_run_file(folder, events, result)
+    _check_steps(folder, events, sealed, result)
     _check_attempts(folder, events, result)
     if sealed:
         _check_manifest(folder, events, result)
@@ -1075,6 +1082,51 @@ def _compare_parameters(given: dict, chained: dict, result: Verification) -> Non
         was = "absent" if theirs is _ABSENT else repr(theirs)
         result.problems.append(f"{RUN_FILE}: parameters.{key} {shown} differs from "
                                f"{EVENTS_FILE} line 1 ({was})")
+
+
+def steps_of(events: list[dict]) -> list[tuple[str, str]]:
+    """(name, status) of each step-started, closed by its step-finished."""
+    steps: list[list[str]] = []
+    for event in events:
+        name = event["data"].get("step")
+        if event["kind"] == "step-started":
+            steps.append([name, "running"])
+        elif event["kind"] == "step-finished":
+            running = [s for s in steps if s[0] == name and s[1] == "running"]
+            if running:
+                running[-1][1] = event["data"].get("status")
+    return [(name, status) for name, status in steps]
+
+
+def _check_steps(folder: Path, events: list[dict], sealed: bool,
+                 result: Verification) -> None:
+    """run.json's steps must be the chain's. run.json is written just before
+    each step event, so an unfinished record may be one write ahead."""
+    try:
+        run = json.loads((folder / RUN_FILE).read_text("utf-8"))
+        given = [(s["name"], s["status"]) for s in run.get("steps", [])]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return  # _check_run_file names a run.json that is not one
+    chained = steps_of(events)
+    if given == chained:
+        return
+    if not sealed and _one_write_ahead(given, chained):
+        result.notes.append(f"{RUN_FILE}: its last step is one write ahead of "
+                            f"{EVENTS_FILE} (the run stopped between the two)")
+        return
+    at = next((n for n, (a, b) in enumerate(zip(given, chained)) if a != b),
+              min(len(given), len(chained)))
+    mine = given[at] if at < len(given) else "absent"
+    theirs = chained[at] if at < len(chained) else "absent"
+    result.problems.append(f"{RUN_FILE}: step {at + 1} is {mine!r} where the events "
+                           f"say {theirs!r}")
+
+
+def _one_write_ahead(given: list, chained: list) -> bool:
+    if given[:-1] == chained and given and given[-1][1] == "running":
+        return True          # step-started was not appended yet
+    return (len(given) == len(chained) and given[:-1] == chained[:-1] and given
+            and given[-1][0] == chained[-1][0] and chained[-1][1] == "running")
 
 
 def _check_status(folder: Path, events: list[dict], result: Verification) -> None:

@@ -1261,7 +1261,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="runbook batch",
         description="Run the migration chain for every tenant of a CSV file.")
     parser.add_argument("tenants", type=Path, metavar="TENANTS.csv",
-                        help=f"columns: {', '.join(COLUMNS)}")
+                        help=f"columns: {', '.join(COLUMNS)}; the first four "
+                        "are required; several domains separated by ';' or "
+                        "spaces; relative paths are read from the file's folder")
     parser.add_argument("--workers", type=_positive_int, default=1,
                         help="tenants at once (default 1)")
     parser.add_argument("--confirm", action="store_true",

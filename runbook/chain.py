@@ -32,7 +32,7 @@ from runbook import params as params_mod
 from runbook.audit import NotARunFolder, RunRecord
 from runbook.batch import acquire_tenant_lock
 from runbook.exchange import ExchangeOnline
-from runbook.kernels import PAPERMILL_OPTIONS
+from runbook.kernels import KERNEL_LOG_ENV, PAPERMILL_OPTIONS
 from runbook.notebook import default_reports_dir
 from runbook.powershell import PowerShellError
 from runbook.powershell.broker import SOCKET_ENV, SessionBroker, serve
@@ -70,7 +70,8 @@ def run(p: params_mod.RunParameters, *, reports_dir: Path | None = None,
     (`runbook.batch.TenantBusy`, naming the first run's folder) before any
     folder is made.
     """
-    reports = reports_dir or default_reports_dir()
+    # Absolute: the kernels run in notebooks/, not in the caller's folder.
+    reports = Path(reports_dir or default_reports_dir()).resolve()
     with acquire_tenant_lock(reports, p.tenant) as lock:
         record = RunRecord.create(reports, p.tenant, parameters=p.as_dict(),
                                   operator=p.operator or None, backend=p.backend,
@@ -81,12 +82,12 @@ def run(p: params_mod.RunParameters, *, reports_dir: Path | None = None,
 
 def resume(run_dir: Path, *, progress=print) -> RunRecord:
     """Continue a stopped run from the step that stopped it."""
-    record = RunRecord.open(run_dir)
+    record = RunRecord.open(Path(run_dir).resolve())
     check = audit.verify(record.path)
     if not check.ok:  # run.json below is only as good as the record around it
         raise audit.RecordNotIntact(record.path, check.problems)
     run_info = record.run()
-    done = {s["name"] for s in run_info.get("steps", []) if s.get("status") == "succeeded"}
+    done = {name for name, status in record.chained_steps() if status == "succeeded"}
     remaining = tuple(s for s in STEPS if s not in done)
     if not remaining:
         raise NothingToResume(f"{run_dir}: every step succeeded already; nothing to "
@@ -160,7 +161,7 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
     The undone run's record must verify: its backup and inventory are what the
     rollback recreates, and its parameters are taken from the hash chain.
     """
-    source = RunRecord.open(run_dir)
+    source = RunRecord.open(Path(run_dir).resolve())
     info = source.run()
     _recorded_parameters(source, info)      # none at all: not a run folder
     check = audit.verify(source.path)
@@ -169,7 +170,7 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
     values = dict(source.chained_parameters(), confirm=confirm, run_dir="",
                   sandbox_state=info.get("sandbox_state") or "")
     p = params_mod.validate(**values)
-    reports = reports_dir or Path(run_dir).resolve().parent.parent
+    reports = Path(reports_dir or source.path.parent.parent).resolve()
     with acquire_tenant_lock(reports, p.tenant) as lock, \
             _environment(REPORTS_ENV, str(reports)):
         record = RunRecord.create(reports, p.tenant, parameters=p.as_dict(),
@@ -209,14 +210,18 @@ def _run_step(record: RunRecord, p, step: str, progress, extra=None) -> str:
     started = time.monotonic()
     error = None
     try:
-        papermill.execute_notebook(str(source), str(target), parameters=parameters,
-                                   cwd=str(source.parent), **PAPERMILL_OPTIONS)
+        with _environment(KERNEL_LOG_ENV, str(target.with_suffix(".kernel.log"))):
+            papermill.execute_notebook(str(source), str(target), parameters=parameters,
+                                       cwd=str(source.parent), **PAPERMILL_OPTIONS)
     except PapermillExecutionError as exc:
         error = {"cell": exc.cell_index, "ename": exc.ename, "evalue": exc.evalue}
     except Exception as exc:  # kernel died, notebook unreadable: still a failed step
         error = {"cell": None, "ename": type(exc).__name__, "evalue": str(exc)}
     if target.exists():
         os.chmod(target, 0o600)
+    kernel_log = target.with_suffix(".kernel.log")
+    if kernel_log.exists() and not kernel_log.stat().st_size:
+        kernel_log.unlink()             # a kernel that said nothing leaves no file
     status = "failed" if error else _verdict(record, step)
     record.step_finished(step, status, error=error)
     progress(f"{step} {status} ({time.monotonic() - started:.1f} s)"

@@ -17,6 +17,7 @@ saying what is wrong; `main` is the one place that turns such errors into it).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,14 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def entry() -> int:
+    """The `runbook` command: `main` with warnings that say they are warnings
+    (Exchange Online's among them, "Import-Module: You do not trust ...")."""
+    logging.basicConfig(level=logging.WARNING,
+                        format="runbook: %(levelname)s: %(message)s")
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +167,10 @@ def _cmd_run(args) -> int:
         operator=args.operator, wait_minutes=args.wait_minutes,
         poll_seconds=args.poll_seconds, confirm=args.confirm)
     params.check_files(p)
+    if p.backend == "sandbox":  # the record names the scenario the tenant came from
+        scenario = params.sandbox_tenant(p).get("scenario")
+        if isinstance(scenario, str) and scenario != p.scenario:
+            p = params.validate(**dict(p.as_dict(), scenario=scenario))
     record = chain.run(p, reports_dir=args.reports)
     print(record.path)
     return 0 if record.run()["status"] in ("succeeded", "planned") else 1

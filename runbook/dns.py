@@ -54,6 +54,7 @@ _REGION_ORDER = ("ch", "de", "prv", "dev")  # the module's order; last match win
 _TENANT_ID = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 DEFAULT_TIMEOUT_S = 3.0
+MAX_TIMEOUT_S = 60.0  # per lookup; a longer one only hides a dead server
 
 
 @dataclass
@@ -503,9 +504,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="ask this server (an IP address) instead of the system's")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list, one object per domain")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+    parser.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, metavar="S",
                         help=f"seconds per lookup (default {DEFAULT_TIMEOUT_S:g})")
     return parser
+
+
+def _timeout(text: str) -> float:
+    from runbook.params import typed_number
+
+    try:
+        return typed_number(text, "seconds", above_zero=True, at_most=MAX_TIMEOUT_S)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _table(checks: list[DomainCheck]) -> str:

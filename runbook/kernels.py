@@ -31,6 +31,10 @@ PAPERMILL_OPTIONS = {
 }
 
 
+# Set by the chain for each step: the file that takes the kernel's own output.
+KERNEL_LOG_ENV = "RUNBOOK_KERNEL_LOG"
+
+
 class IpcKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel listens on Unix sockets, not TCP ports.
 
@@ -60,6 +64,20 @@ class IpcKernelManager(AsyncKernelManager):
             self.__dict__["_runbook_dir"] = folder
             log.debug("kernel sockets in %s", folder)
         return folder
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        # The kernel's own output (ipykernel's warnings, its shutdown chatter,
+        # a traceback when it dies) goes to the step's log in the run folder
+        # when the chain names one, not onto the engineer's console.
+        log_path = os.environ.get(KERNEL_LOG_ENV)
+        if not log_path or "stdout" in kw or "stderr" in kw:
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            return await super()._async_launch_kernel(kernel_cmd, stdout=fd,
+                                                      stderr=fd, **kw)
+        finally:
+            os.close(fd)   # the kernel holds its own copy
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

@@ -45,7 +45,7 @@ class StepFailed(RuntimeError):
 def default_reports_dir() -> Path:
     """RUNBOOK_REPORTS_DIR, else `reports/` at the project root above the cwd."""
     if os.environ.get("RUNBOOK_REPORTS_DIR"):
-        return Path(os.environ["RUNBOOK_REPORTS_DIR"])
+        return Path(os.environ["RUNBOOK_REPORTS_DIR"]).resolve()
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "notebooks").is_dir() and (folder / "runbook").is_dir():

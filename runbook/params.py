@@ -129,15 +129,34 @@ def check_number(name: str, value: object) -> float:
     return _number(name, value, low, high)
 
 
-def typed_number(text: str, unit: str, *, above_zero: bool = False) -> float:
+def sandbox_tenant(p: RunParameters) -> dict:
+    """The sandbox state `runbook run` is given, read before its run folder is
+    made (a batch row's is read by its own tenant process, and a file that is
+    no state fails that tenant alone)."""
+    from runbook.sandbox import state as state_mod
+
+    try:
+        return state_mod.load(p.sandbox_state)
+    except state_mod.StateFileError as exc:
+        raise ParameterError("sandbox_state", p.sandbox_state,
+                             f"a sandbox state file (`runbook sandbox new SCENARIO "
+                             f"FILE`); this one is {exc.reason}") from exc
+
+
+def typed_number(text: str, unit: str, *, above_zero: bool = False,
+                 at_most: float | None = None) -> float:
     """A number of `unit` typed on a command line: finite and not negative, or
-    above 0. ValueError says what was typed and what is allowed."""
+    above 0, and at most `at_most`. ValueError says what was typed and what is
+    allowed."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
+    if not math.isfinite(value) or value < 0 or (above_zero and value == 0) \
+            or (at_most is not None and value > at_most):
         allowed = f"{unit} above 0" if above_zero else f"{unit}, 0 or more"
+        if at_most is not None:
+            allowed += f" and at most {at_most:g}"
         raise ValueError(f"{text!r} is not a number of {allowed}")
     return value
 

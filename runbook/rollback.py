@@ -195,6 +195,14 @@ def _recreate_order(entry):
 def run(p: RollbackPlan, *, record, exo, confirmed: bool) -> tuple[str, str]:
     if not p.remove and not p.recreate:
         return "succeeded", p.summary()
+    refused = names_exchange_refuses(p.recreate)
+    if refused:  # found before anything is removed: the tenant keeps its setup
+        return "failed", (
+            "Rollback not started: Exchange would refuse to recreate "
+            f"{', '.join(map(repr, refused))} (a connector or rule name holds 1 to "
+            f"{MAX_NAME_LENGTH} characters, no space at either end). Nothing was "
+            "changed; recreate these by hand from backup/ under a name Exchange "
+            "accepts, then roll back again.")
     if not confirmed:
         return "planned", p.summary() + " Nothing was changed (confirm=False)."
     removal = cleanup.Plan(inventory=p.before, removals=p.remove)
@@ -217,6 +225,21 @@ def run(p: RollbackPlan, *, record, exo, confirmed: bool) -> tuple[str, str]:
         recreated.append(obj.get("Name"))
     return "succeeded", (f"Removed {len(p.remove)} created objects and recreated "
                          f"{len(p.recreate)} from the backup." + p.renamed_note())
+
+
+# exchange-objects.md §9 "Names": at most 64 characters for connectors and rules,
+# no leading or trailing whitespace.
+MAX_NAME_LENGTH = 64
+
+
+def names_exchange_refuses(objects: list[tuple[str, dict]]) -> list[str]:
+    """Names of objects to recreate that New-*Connector / New-TransportRule refuse."""
+    refused = []
+    for _, obj in objects:
+        name = str(obj.get("Name") or "")
+        if not name.strip() or name != name.strip() or len(name) > MAX_NAME_LENGTH:
+            refused.append(name)
+    return refused
 
 
 def compare(before: Inventory, after: Inventory) -> pd.DataFrame:

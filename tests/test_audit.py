@@ -1133,3 +1133,36 @@ def test_a_powershell_child_gets_the_file_s_password_in_its_environment(
              "sys.stdin.read()\n")
     with Session([sys.executable, "-c", child], timeout=30) as session:
         assert session.versions == {"password": "File-Pa55-9d41e0"}
+
+
+def test_an_edited_step_status_of_an_unfinished_record_is_named_by_verify(tmp_path):
+    """The final tester's case: after a kill, marking steps succeeded in run.json
+    made resume skip them. The steps are in the chain; verify compares."""
+    record = RunRecord.create(tmp_path, "contoso", parameters=plan_only_parameters())
+    record.step_started("01-prerequisites", "notebooks/01-prerequisites.ipynb")
+    record.step_finished("01-prerequisites", "succeeded")
+    record.step_started("02-install-module", "notebooks/02-install-module.ipynb")
+    run = json.loads((record.path / "run.json").read_text())
+    run["steps"][1]["status"] = "succeeded"
+    run["steps"].append(dict(run["steps"][1], name="03-cleanup"))
+    (record.path / "run.json").write_text(json.dumps(run))
+    check = audit.verify(record.path)
+    assert check.problems == ["run.json: step 2 is ('02-install-module', 'succeeded') "
+                              "where the events say ('02-install-module', 'running')"]
+    # Resume decides from the chain, which run.json cannot change.
+    assert record.chained_steps() == [("01-prerequisites", "succeeded"),
+                                      ("02-install-module", "running")]
+
+
+def test_a_record_killed_between_run_json_and_its_step_event_still_verifies(tmp_path):
+    record = RunRecord.create(tmp_path, "contoso", parameters=plan_only_parameters())
+    record.step_started("01-prerequisites", "notebooks/01-prerequisites.ipynb")
+    run = json.loads((record.path / "run.json").read_text())
+    run["steps"].append({"name": "02-install-module", "status": "running",
+                         "notebook": "notebooks/02-install-module.ipynb",
+                         "started_at": run["steps"][0]["started_at"]})
+    (record.path / "run.json").write_text(json.dumps(run))
+    check = audit.verify(record.path)
+    assert check.ok, check.problems
+    assert "run.json: its last step is one write ahead of events.jsonl (the run " \
+           "stopped between the two)" in check.notes

@@ -438,3 +438,41 @@ def test_text_that_hides_what_it_says_is_shown_as_escapes(raw, shown):
     assert report._e(raw) == html.escape(shown)
     assert tables.cell_html(raw) == html.escape(shown)
     assert tables.cell_html([raw, "b"]) == html.escape(f"{shown}, b")
+
+
+# -- The final tester's findings: waits and ports without bounds ---------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["dns", "contoso.ch", "--routing", "inline", "--nameserver", "127.0.0.1:1",
+      "--timeout", "nan"], "'nan' is not a number of seconds above 0 and at most 60"),
+    (["dns", "contoso.ch", "--routing", "inline", "--nameserver", "127.0.0.1:1",
+      "--timeout", "inf"], "'inf' is not a number of seconds above 0 and at most 60"),
+    (["sandbox", "dns", "STATE", "--seconds", "inf"],
+     "'inf' is not a number of seconds, 0 or more and at most 86400"),
+    (["sandbox", "dns", "STATE", "--seconds", "-5"],
+     "'-5' is not a number of seconds, 0 or more and at most 86400"),
+    (["sandbox", "dns", "STATE", "--port", "99999"],
+     "'99999' is not a port: 0 (a free one) to 65535"),
+])
+def test_a_wait_or_port_without_bounds_is_refused_before_anything_starts(
+        argv, message, make_tenant, capsys):
+    state_file = make_tenant("legacy-inline")
+    before = state_file.read_bytes()
+    argv = [str(state_file) if a == "STATE" else a for a in argv]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert state_file.read_bytes() == before
+
+
+def test_a_file_that_is_no_sandbox_state_is_refused_before_a_run_folder(
+        tmp_path, reports, capsys):
+    not_state = tmp_path / "passwd"
+    not_state.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    argv = ["run", "--tenant", "fabrikam", "--domain", "fabrikam.com", "--region", "de",
+            "--routing", "parallel", "--sandbox-state", str(not_state)]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"runbook: parameter sandbox_state={str(not_state)!r} is not allowed: a sandbox "
+        "state file (`runbook sandbox new SCENARIO FILE`); this one is not JSON "
+        "(Expecting value, line 1)\n")
+    assert not reports.exists()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from runbook import chain, notebook, params
+from runbook import chain, cli, notebook, params
 from runbook.audit import RunRecord, verify
 from runbook.batch import TenantBusy
 from runbook.params import ParameterError
@@ -120,9 +120,28 @@ def test_ctrl_c_in_a_step_seals_the_record_as_cancelled_and_resume_finishes_it(
     assert said[-1].startswith(f"run cancelled: {folder}")
     assert not (reports / "contoso" / ".lock").exists()
 
+    # The README's `runbook resume reports/<tenant>/<run-id>`, a relative path:
+    # the kernels run in notebooks/, so every path must reach them absolute.
     monkeypatch.setattr(chain, "_run_step", real_step)
-    resumed = chain.resume(folder, progress=lambda *_: None)
-    assert resumed.run()["status"] == "succeeded", resumed.run()["steps"]
+    monkeypatch.chdir(reports.parent)
+    monkeypatch.delenv("RUNBOOK_REPORTS_DIR")
+    assert cli.main(["resume", str(folder.relative_to(reports.parent))]) == 0
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "succeeded", run["steps"]
+    assert verify(folder).ok
+
+
+def test_a_run_into_a_relative_reports_folder_succeeds(make_tenant, tmp_path,
+                                                        monkeypatch):
+    state_file = make_tenant("legacy-inline")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RUNBOOK_REPORTS_DIR", raising=False)
+    argv = ["run", "--tenant", "contoso", "--domain", "contoso.ch", "--domain",
+            "contoso-group.ch", "--region", "ch", "--routing", "inline",
+            "--sandbox-state", state_file.name, "--reports", "relative-reports"]
+    assert cli.main(argv) == 0
+    [folder] = (tmp_path / "relative-reports" / "contoso").glob("2*")
+    assert json.loads((folder / "run.json").read_text())["status"] == "planned"
 
 
 def test_the_verdict_cell_shows_the_verdict_and_no_stray_value(make_tenant, reports,
@@ -141,3 +160,62 @@ def test_the_verdict_cell_shows_the_verdict_and_no_stray_value(make_tenant, repo
     assert kinds == ["display_data"]
     assert "".join(last["outputs"][0]["data"]["text/markdown"]).startswith(
         "### Verdict: ✅ passed")
+
+
+def test_a_run_records_the_scenario_its_sandbox_tenant_came_from(make_tenant, reports):
+    state_file = make_tenant("legacy-parallel")
+    argv = ["run", "--tenant", "fabrikam", "--domain", "fabrikam.com", "--region", "de",
+            "--routing", "parallel", "--sandbox-state", str(state_file)]
+    assert cli.main(argv) == 0
+    [folder] = (reports / "fabrikam").glob("2*")
+    run = json.loads((folder / "run.json").read_text())
+    assert run["parameters"]["scenario"] == "legacy-parallel"
+
+
+def test_a_kernels_own_output_goes_to_the_steps_log_not_the_console(
+        make_tenant, reports, capfd, monkeypatch):
+    """What ipykernel says on its stderr (here: the TCP warning of a kernel started
+    the default way) lands in notebooks/<step>.kernel.log of the run, sealed
+    with it; the engineer's console shows only the chain's own lines."""
+    from runbook import kernels
+
+    monkeypatch.setitem(chain.PAPERMILL_OPTIONS, "kernel_manager_class",
+                        "runbook.tests_tcp_kernel.TcpLoggedKernelManager")
+    module = type(sys)("runbook.tests_tcp_kernel")
+
+    class TcpLoggedKernelManager(kernels.IpcKernelManager):
+        transport = "tcp"
+        ip = "127.0.0.1"
+
+    module.TcpLoggedKernelManager = TcpLoggedKernelManager
+    monkeypatch.setitem(sys.modules, "runbook.tests_tcp_kernel", module)
+    p = _params(make_tenant("legacy-inline"))
+    record = chain.run(p, reports_dir=reports, steps=("01-prerequisites",),
+                       progress=lambda *_: None)
+    log = record.path / "notebooks" / "01-prerequisites.kernel.log"
+    assert "Kernel is running over TCP without encryption" in log.read_text()
+    assert "Kernel is running over TCP" not in capfd.readouterr().err
+    assert (log.stat().st_mode & 0o777) == 0o600
+    assert verify(record.path).ok
+
+
+def test_the_runbook_command_says_which_lines_are_warnings_and_nothing_else(
+        make_tenant, reports):
+    """The console of a confirmed run: the chain's progress, Exchange Online's
+    warnings marked as such, no kernel chatter (that is in the kernel logs)."""
+    from pathlib import Path
+
+    command = Path(sys.executable).with_name("runbook")
+    state_file = make_tenant("legacy-inline", propagation_delay_s=1)
+    done = subprocess.run(
+        [str(command), "run", "--tenant", "contoso", "--domain", "contoso.ch",
+         "--domain", "contoso-group.ch", "--region", "ch", "--routing", "inline",
+         "--sandbox-state", str(state_file), "--reports", str(reports),
+         "--wait-minutes", "1", "--poll-seconds", "0.5", "--confirm"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "runbook: WARNING: Import-Module: You do not Trust the PowerShellGallery" \
+        in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("runbook: WARNING: ") for line in lines), lines
+    assert done.stdout.splitlines()[-1].startswith(str(reports / "contoso"))

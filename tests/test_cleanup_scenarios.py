@@ -249,3 +249,22 @@ def test_rollback_recreates_slash_named_connectors_under_their_portal_names(
         got = [inventory.comparable(o) for o in restored.objects(kind)]
         assert sorted(got, key=lambda o: o["Name"].lower()) == sorted(
             expected, key=lambda o: o["Name"].lower()), kind
+
+
+@pytest.mark.parametrize("name", ["R" * 65, " padded rule", ""])
+def test_rollback_refuses_before_removing_anything_when_a_name_cannot_come_back(name):
+    """exchange-objects.md §9 "Names": a backup object whose name New-* refuses
+    would leave the tenant with neither setup once the CBC objects are gone, so
+    the rollback stops before its first change."""
+    from runbook import rollback
+    from runbook.inventory import Inventory
+
+    plan = rollback.RollbackPlan(before=Inventory("2026-12-04T10:00:00Z", [], [], []),
+                                 source="run", remove=["a created connector"],
+                                 recreate=[("transport_rule", {"Name": name})])
+    status, message = rollback.run(plan, record=None, exo=None, confirmed=True)
+    assert status == "failed"
+    assert message.startswith(f"Rollback not started: Exchange would refuse to "
+                              f"recreate {name!r} (a connector or rule name holds 1 "
+                              "to 64 characters, no space at either end). Nothing "
+                              "was changed;")

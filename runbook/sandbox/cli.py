@@ -67,9 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--direction", choices=("inbound", "outbound"))
     serve = sub.add_parser("dns", help="serve a tenant's DNS on 127.0.0.1 for a while")
     serve.add_argument("state")
-    serve.add_argument("--port", type=int, default=0, help="0: a free port")
-    serve.add_argument("--seconds", type=float, default=600.0,
-                       help="how long to serve (default 600)")
+    serve.add_argument("--port", type=_port, default=0, help="0: a free port")
+    serve.add_argument("--seconds", type=_serving_time, default=600.0,
+                       help="how long to serve (default 600, at most a day)")
     return parser
 
 
@@ -109,6 +109,24 @@ def _new_file(text: str) -> str:
         raise argparse.ArgumentTypeError(f"folder {str(folder)!r} does not exist; "
                                          "create it first")
     return text
+
+
+def _serving_time(text: str) -> float:
+    try:
+        return params.typed_number(text, "seconds", at_most=86400)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: 0 (a free one) to "
+                                         "65535")
+    return port
 
 
 def _seconds(text: str) -> float:
