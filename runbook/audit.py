@@ -983,14 +983,17 @@ def verify(path: Path) -> Verification:
     torn = lines.pop()
     events = _check_chain(lines, result)
     _check_torn(torn, len(lines) + 1, sealed, result)
-    _check_run_file(folder, events, result)
-    _check_steps(folder, events, sealed, result)
+    run = _read_run_file(folder, result)
+    if run is not None:
+        _check_run_file(run, events, result)
+        _check_steps(run, events, sealed, result)
     _check_attempts(folder, events, result)
     if sealed:
         _check_manifest(folder, events, result)
     else:
         _check_unfinished(events, result)
-    _check_status(folder, events, result)
+    if run is not None:
+        _check_status(run, events, result)
 
     result.ok = not result.problems
     return result
@@ -1045,13 +1048,19 @@ def _check_torn(torn: bytes, number: int, sealed: bool, result: Verification) ->
                             f"({len(torn)} bytes) ignored; a write was interrupted")
 
 
-def _check_run_file(folder: Path, events: list[dict], result: Verification) -> None:
+def _read_run_file(folder: Path, result: Verification) -> dict | None:
+    """run.json as the checks below compare it; None (and a problem when it is
+    not JSON) where it is no object."""
     try:
         run = json.loads((folder / RUN_FILE).read_text("utf-8"))
     except ValueError as exc:
         result.problems.append(f"{RUN_FILE}: not valid JSON ({exc})")
-        return
-    if not events or not isinstance(run, dict):
+        return None
+    return run if isinstance(run, dict) else None
+
+
+def _check_run_file(run: dict, events: list[dict], result: Verification) -> None:
+    if not events:
         return
     started = events[0]["data"]
     for key in _CHAINED_FIELDS:
@@ -1098,15 +1107,14 @@ def steps_of(events: list[dict]) -> list[tuple[str, str]]:
     return [(name, status) for name, status in steps]
 
 
-def _check_steps(folder: Path, events: list[dict], sealed: bool,
+def _check_steps(run: dict, events: list[dict], sealed: bool,
                  result: Verification) -> None:
     """run.json's steps must be the chain's. run.json is written just before
     each step event, so an unfinished record may be one write ahead."""
     try:
-        run = json.loads((folder / RUN_FILE).read_text("utf-8"))
         given = [(s["name"], s["status"]) for s in run.get("steps", [])]
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return  # _check_run_file names a run.json that is not one
+    except (TypeError, KeyError, AttributeError):
+        return
     chained = steps_of(events)
     if given == chained:
         return
@@ -1129,14 +1137,8 @@ def _one_write_ahead(given: list, chained: list) -> bool:
             and given[-1][0] == chained[-1][0] and chained[-1][1] == "running")
 
 
-def _check_status(folder: Path, events: list[dict], result: Verification) -> None:
+def _check_status(run: dict, events: list[dict], result: Verification) -> None:
     """run.json's status must be what the chain says about the end of the run."""
-    try:
-        run = json.loads((folder / RUN_FILE).read_text("utf-8"))
-    except ValueError:
-        return  # _check_run_file said so
-    if not isinstance(run, dict):
-        return
     ends = [e for e in events if e["kind"] in ("run-finished", "run-reopened")]
     last = ends[-1] if ends else None
     status = run.get("status")

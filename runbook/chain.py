@@ -82,28 +82,19 @@ def run(p: params_mod.RunParameters, *, reports_dir: Path | None = None,
 
 def resume(run_dir: Path, *, progress=print) -> RunRecord:
     """Continue a stopped run from the step that stopped it."""
-    record = RunRecord.open(Path(run_dir).resolve())
-    check = audit.verify(record.path)
-    if not check.ok:  # run.json below is only as good as the record around it
-        raise audit.RecordNotIntact(record.path, check.problems)
-    run_info = record.run()
+    record, values = _intact(run_dir)
     done = {name for name, status in record.chained_steps() if status == "succeeded"}
     remaining = tuple(s for s in STEPS if s not in done)
     if not remaining:
         raise NothingToResume(f"{run_dir}: every step succeeded already; nothing to "
                               "resume")
-    _recorded_parameters(record, run_info)  # none at all: not a run folder
-    values = record.chained_parameters()    # run.json's copy is not chained
     p = params_mod.validate(**values)
     with acquire_tenant_lock(record.path.parent.parent, p.tenant) as lock:
         lock.attach(record.path)
         if (record.path / "manifest.json").exists():
             record.reopen("resume")      # the finished attempt moves to attempts/N
-        for step in run_info.get("steps", []):
-            if step.get("status") == "running":   # the process died inside this step
-                record.step_finished(step["name"], "failed", error={
-                    "cell": None, "ename": "Interrupted",
-                    "evalue": "the run stopped inside this step"})
+        # The process died inside this step.
+        _fail_running(record, "Interrupted", "the run stopped inside this step")
         record.event("run-resumed", from_step=remaining[0])
         record.update_run(status="running")
         return _execute(record, p, remaining, progress)
@@ -145,13 +136,16 @@ def _render_page(record: RunRecord, relpath: str) -> None:
 def _cancel(record: RunRecord, progress) -> None:
     """Ctrl-C: the step it hit is failed as interrupted, the record sealed as
     cancelled, so that `audit verify` checks it and `resume` continues it."""
+    _fail_running(record, "KeyboardInterrupt", "stopped by the operator (Ctrl-C)")
+    record.finish("cancelled")
+    progress(f"run cancelled: {record.path} (`runbook resume` continues it)")
+
+
+def _fail_running(record: RunRecord, ename: str, evalue: str) -> None:
     for step in record.run().get("steps", []):
         if step.get("status") == "running":
             record.step_finished(step["name"], "failed", error={
-                "cell": None, "ename": "KeyboardInterrupt",
-                "evalue": "stopped by the operator (Ctrl-C)"})
-    record.finish("cancelled")
-    progress(f"run cancelled: {record.path} (`runbook resume` continues it)")
+                "cell": None, "ename": ename, "evalue": evalue})
 
 
 def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
@@ -161,14 +155,9 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
     The undone run's record must verify: its backup and inventory are what the
     rollback recreates, and its parameters are taken from the hash chain.
     """
-    source = RunRecord.open(Path(run_dir).resolve())
-    info = source.run()
-    _recorded_parameters(source, info)      # none at all: not a run folder
-    check = audit.verify(source.path)
-    if not check.ok:
-        raise audit.RecordNotIntact(source.path, check.problems)
-    values = dict(source.chained_parameters(), confirm=confirm, run_dir="",
-                  sandbox_state=info.get("sandbox_state") or "")
+    source, values = _intact(run_dir)
+    values.update(confirm=confirm, run_dir="",
+                  sandbox_state=source.run().get("sandbox_state") or "")
     p = params_mod.validate(**values)
     reports = Path(reports_dir or source.path.parent.parent).resolve()
     with acquire_tenant_lock(reports, p.tenant) as lock, \
@@ -177,10 +166,10 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
                                   operator=p.operator or None, backend=p.backend,
                                   sandbox_state=p.sandbox_state or None)
         lock.attach(record.path)
-        record.update_run(rollback_of=str(Path(run_dir).resolve()))
+        record.update_run(rollback_of=str(source.path))
         try:
             status = _run_step(record, p, ROLLBACK, progress,
-                               extra={"source_run": str(Path(run_dir).resolve())})
+                               extra={"source_run": str(source.path)})
         except KeyboardInterrupt:
             _cancel(record, progress)
             raise
@@ -190,11 +179,16 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
     return record
 
 
-def _recorded_parameters(record: RunRecord, run_info: dict) -> dict:
-    parameters = run_info.get("parameters")
-    if not isinstance(parameters, dict):
+def _intact(run_dir: Path) -> tuple[RunRecord, dict]:
+    """A finished or stopped run's record and its parameters, as the hash chain
+    holds them (run.json's copy is not chained); refused unless it verifies."""
+    record = RunRecord.open(Path(run_dir).resolve())
+    if not isinstance(record.run().get("parameters"), dict):
         raise NotARunFolder(record.path, "its run.json holds no parameters")
-    return parameters
+    check = audit.verify(record.path)
+    if not check.ok:  # what run.json says is only as good as the record around it
+        raise audit.RecordNotIntact(record.path, check.problems)
+    return record, record.chained_parameters()
 
 
 def _run_step(record: RunRecord, p, step: str, progress, extra=None) -> str:
