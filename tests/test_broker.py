@@ -472,3 +472,47 @@ def test_remote_session_logs_the_tenants_warnings_where_the_call_was_made(remote
     found = [r for r in caplog.records if r.name == "runbook.powershell.broker"]
     assert [(r.levelname, r.getMessage()) for r in found] == [
         ("WARNING", "Get-X: throttled: wait 2 s")]
+
+
+# -- the relay: replies pass the broker undecoded ------------------------------
+
+
+TRICKY_OUTPUT = [{"Name": "a", "errors": [{"message": "x"}], "warnings": ["errors"],
+                  "duration_ms": 9},
+                 {"Name": 'quote " and "errors": inside', "Comments": "ünïcødé 🙂"}]
+
+
+@pytest.mark.parametrize("name", ["echo", "reordered"])
+def test_the_relay_hands_on_the_reply_and_reads_only_its_ok_errors_and_warnings(name):
+    # echo writes protocol order (the fast path: the output is not decoded);
+    # reordered writes it backwards (decoded whole, then handed on).
+    with Session(child(name), timeout=10) as session:
+        relayed = session.relay("Get-Thing", {"Output": TRICKY_OUTPUT,
+                                              "Warnings": ["errors", "w2"]})
+        assert relayed.ok is True
+        assert relayed.warnings == ["errors", "w2"] and relayed.errors == []
+        assert json.loads('{"id": 0,' + relayed.body)["output"] == TRICKY_OUTPUT
+        failed = session.relay("Get-Thing", {"Errors": [NOT_FOUND]})
+        assert failed.ok is False and failed.errors == [NOT_FOUND]
+
+
+@pytest.mark.parametrize("name", ["echo", "reordered"])
+def test_a_remote_call_gets_the_childs_reply_whatever_its_member_order(name):
+    with Session(child(name), timeout=10) as session, \
+            SessionBroker(session) as broker, RemoteSession(broker.path) as remote:
+        reply = remote.call("Get-Thing", {"Output": TRICKY_OUTPUT, "Warnings": ["w"]})
+        assert reply.output == TRICKY_OUTPUT and reply.warnings == ["w"]
+        assert reply.id == 1
+        with pytest.raises(ObjectNotFound):
+            remote.call("Get-Thing", {"Errors": [NOT_FOUND]})
+
+
+def test_a_relayed_reply_whose_output_is_not_json_is_a_protocol_error_for_the_caller():
+    with Session(child("garbled_output"), timeout=10) as session, \
+            SessionBroker(session) as broker, RemoteSession(broker.path) as remote:
+        with pytest.raises(ProtocolError, match="not JSON"):
+            remote.call("Get-Thing")
+        # The reply was one whole line with its own id: the conversation is
+        # still in step, and the shared child answers the next call.
+        assert remote.invoke("Get-Thing")[0]["request"]["command"] == "Get-Thing"
+        assert session.starts == 1

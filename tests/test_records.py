@@ -181,3 +181,28 @@ def test_same_domain_matches_the_address_space_form_with_the_plain_domain():
 
 def test_same_domain_matches_unicode_and_punycode_forms():
     assert same_domain("smtp:müller.ch;1", "xn--mller-kva.ch")
+
+
+def test_the_cycle_collector_is_paused_while_records_are_built_and_restored_after():
+    import gc
+
+    from runbook.powershell.records import paused_gc
+
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():               # nested: the inner one leaves it off
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        with paused_gc():
+            raise ValueError("a failure inside")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()       # off before, off after
+    finally:
+        gc.enable()

@@ -729,3 +729,19 @@ def test_clock_override_drives_stamps():
     [c] = tenant.invoke("New-InboundConnector", Name="Later", SenderDomains="a.ch")
     assert c["WhenCreatedUTC"] == "2026-03-02T08:05:00Z"
     assert exo.iso(tenant.now()) == "2026-03-02T08:05:00Z"
+
+
+def test_a_result_edited_by_an_in_process_caller_leaves_the_tenant_alone(inline):
+    # The cmdlets hand out the tenant's own objects (the server serialises them
+    # at once); Tenant.invoke copies them for callers inside the sandbox.
+    rule = inline.invoke("Get-TransportRule")[0]
+    rule["Name"] = "edited"
+    rule["Actions"].append("Microsoft.Exchange.MessagingPolicies.Rules.Tasks.DeleteMessageAction")
+    again = inline.invoke("Get-TransportRule")[0]
+    assert again["Name"] != "edited"
+    assert again["Actions"] == [
+        "Microsoft.Exchange.MessagingPolicies.Rules.Tasks.ApplyHtmlDisclaimerAction"]
+    connector = inline.invoke("Get-InboundConnector")[0]
+    connector["TlsSenderCertificateName"] = "evil.example"
+    assert inline.invoke("Get-InboundConnector")[0]["TlsSenderCertificateName"] \
+        != "evil.example"

@@ -236,3 +236,33 @@ def test_a_sandbox_fault_is_an_error_record_not_a_crash(inline_file, monkeypatch
     reply = server.answer(Tenant(state.load(inline_file)),
                           {"id": 1, "command": "Get-ArcConfig", "parameters": {}})
     assert reply["errors"][0]["error_id"] == "SandboxInternalError"
+
+
+def test_a_reply_read_from_kept_texts_equals_the_plain_encoding():
+    tenant = scenarios.build("legacy-parallel")
+    texts = server.ObjectTexts(tenant)
+    rules = tenant["transport_rules"]
+    message = {"id": 7, "ok": True, "output": rules, "errors": [],
+               "warnings": ["só 1000 itens"], "duration_ms": 1.5}
+    expected = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    assert texts.reply(message) == expected
+    assert texts.reply(message) == expected            # the second time from the texts
+    # An object that is no part of the tenant (a filtered copy) is encoded anew.
+    copies = [dict(r, Name="copy") for r in rules]
+    message["output"] = copies
+    assert json.loads(texts.reply(message))["output"][0]["Name"] == "copy"
+
+
+def test_kept_texts_are_forgotten_when_the_tenant_changes_so_a_read_sees_the_change(
+        inline_file):
+    get = {"id": 2, "command": "Get-TransportRule", "parameters": {}}
+    name = scenarios.build("legacy-inline")["transport_rules"][0]["Name"]
+    _, [_, before, changed, after], _ = run_child(inline_file, [
+        connect(), get,
+        {"id": 3, "command": "Set-TransportRule", "confirmed": True,
+         "parameters": {"Identity": name, "Comments": "changed by the test"}},
+        dict(get, id=4)])
+    assert changed["ok"] is True, changed
+    assert [r["Comments"] for r in before["output"]][0] != "changed by the test"
+    assert after["output"][0]["Comments"] == "changed by the test"
+    assert [r["Name"] for r in after["output"]] == [r["Name"] for r in before["output"]]

@@ -22,9 +22,14 @@ line. The broker's first line on a connection::
 
 or, for a refused peer, ``{"refused": "<why>"}`` before it hangs up. Requests
 are protocol-1 requests with an optional ``timeout`` (seconds). A reply that
-came from the child is passed on as it came (``ok``, ``output``, ``errors``,
-``warnings``, ``duration_ms``), so `reply_error` turns it into the same
-CommandFailed / ObjectNotFound / CommandRefused on this side. An error the
+came from the child is passed on as it came, behind the client's own id
+(``ok``, ``output``, ``errors``, ``warnings``, ``duration_ms``), so
+`reply_error` turns it into the same CommandFailed / ObjectNotFound /
+CommandRefused on this side. The broker does not decode the output
+(`Session.relay`): a 1 MB reply is decoded once, in the kernel that asked
+for it, which also checks its shape. An output that is not JSON is
+therefore a ProtocolError for that caller only; the line was whole and
+carried its id, so the shared child stays in step and serves on. An error the
 session raised without a reply (SessionTimeout, ProtocolError,
 ChildStartError) travels as ``{"ok": false, "raised": {"class", "args",
 "attributes"}}`` and is rebuilt as the same class. A reply also carries the
@@ -60,9 +65,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import errors as errors_mod
-from .errors import CommandFailed, CommandRefused, PowerShellError, ProtocolError
+from .errors import PowerShellError, ProtocolError
 from .errors import SessionTimeout, reply_error
-from .session import Reply, Session
+from .records import paused_gc
+from .session import Relayed, Reply, Session, _well_formed
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,7 @@ _REPLY_GRACE_S = 10.0     # on top of the call's own limit, for the lock and a r
 _MAX_PATH = 100           # sun_path holds 108 bytes on Linux, 104 on macOS
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _HUNG_UP = "the session broker closed the connection"
+_READ_BUFFER = 1 << 20    # a large reply arrives in a few reads
 
 # The classes a "raised" record may name; anything else arrives as the base.
 _RAISABLE = {cls.__name__: cls for cls in (
@@ -246,13 +253,19 @@ class SessionBroker:
         for line in reader:
             if self._stop.is_set():
                 return
-            response = self._answer(line)
+            request_id, answer = self._answer(line)
+            head = {"id": request_id}
             if self.session.starts != starts:
                 starts = self.session.starts
-                response["hello"] = self.session.hello
-            _send(client, response)
+                head["hello"] = self.session.hello
+            if isinstance(answer, dict):
+                _send(client, {**head, **answer})
+            else:   # the child's reply line as it came, after our id (and hello)
+                text = json.dumps(head, ensure_ascii=True, default=repr)[:-1] + ","
+                client.sendall(text.encode("ascii") + answer.body.encode("utf-8"))
 
-    def _answer(self, line: bytes) -> dict:
+    def _answer(self, line: bytes) -> tuple[Any, dict | Relayed]:
+        """The request's id, and the child's reply or what the session raised."""
         try:
             request = json.loads(line)
             request_id = request["id"]
@@ -260,21 +273,15 @@ class SessionBroker:
         except (ValueError, KeyError, TypeError):
             error = ProtocolError("a line that is not a request",
                                   line=line.decode("utf-8", "replace")[:200])
-            return {"id": None, "ok": False, "raised": _raised(error)}
+            return None, {"ok": False, "raised": _raised(error)}
         try:
             with self._lock:
-                reply = self.session.call(
+                return request_id, self.session.relay(
                     command, request.get("parameters") or {},
                     confirmed=bool(request.get("confirmed")),
                     timeout=request.get("timeout"))
-        except (CommandFailed, CommandRefused) as exc:
-            return {"id": request_id, "ok": False, "output": exc.output,
-                    "errors": exc.errors, "warnings": exc.warnings}
-        except Exception as exc:  # every other failure travels as its class
-            return {"id": request_id, "ok": False, "raised": _raised(exc)}
-        return {"id": request_id, "ok": True, "output": reply.output,
-                "errors": reply.errors, "warnings": reply.warnings,
-                "duration_ms": reply.duration_ms}
+        except Exception as exc:  # every failure without a reply travels as its class
+            return request_id, {"ok": False, "raised": _raised(exc)}
 
 
 def _private_dir(folder: Path) -> None:
@@ -420,7 +427,7 @@ class RemoteSession:
         except OSError as exc:
             client.close()
             raise BrokerUnavailable(self.path, exc.strerror or str(exc)) from exc
-        self._socket, self._reader = client, client.makefile("rb")
+        self._socket, self._reader = client, client.makefile("rb", _READ_BUFFER)
         first = self._read_line(time.monotonic() + _CONNECT_TIMEOUT_S, "hello")
         if first is None or "refused" in first:
             self._disconnect()
@@ -483,7 +490,8 @@ class RemoteSession:
         if not line:
             return None
         try:
-            return json.loads(line)
+            with paused_gc():
+                return json.loads(line)
         except ValueError as exc:
             raise ProtocolError("the session broker wrote a line that is not JSON",
                                 line=line.decode("utf-8", "replace")[:200],
@@ -507,6 +515,11 @@ def _request_text(request_id: int, command: str, parameters: Mapping | None,
 def _result(message: dict, request_id: int, command: str) -> Reply:
     if isinstance(message.get("raised"), dict):
         raise _rebuild(message["raised"])
+    # The broker hands the child's reply on undecoded: this is where its shape
+    # is checked.
+    if not _well_formed(message):
+        raise ProtocolError("a reply whose ok, output, errors or warnings has the "
+                            "wrong type", line=str(message)[:200], command=command)
     output = message.get("output") or []
     errors = message.get("errors") or []
     warnings = [str(w) for w in message.get("warnings") or []]

@@ -35,10 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+try:
+    import fcntl
+except ImportError:     # Windows
+    fcntl = None
+
 from runbook import credentials
 
 from .errors import (ChildStartError, PowerShellError, ProtocolError, SessionTimeout,
                      reply_error)
+from .records import paused_gc
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ _CLOSE_WAIT_S = 2.0     # a child that got EOF on stdin exits well within this
 _EXIT_WAIT_S = 2.0      # after EOF on stdout, time allowed to learn the exit code
 _REAP_WAIT_S = 5.0      # after SIGKILL
 _STDERR_LINES = 200
+_STDOUT_BUFFER = 1 << 20
 _STDERR_LINE_CHARS = 2000
 _SECRET_KEY = re.compile(r"pass(word|wd|phrase)|secret|token|credential|pwd|key$",
                          re.IGNORECASE)
@@ -66,6 +73,23 @@ class Reply:
 
     id: int
     output: list
+    errors: list
+    warnings: list
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """A reply to hand on as it came (`Session.relay`), with what was read of it.
+
+    `body` is the reply line from just after its id member to its newline
+    (``"ok": true, "output": [...], ..."}\n``): the relay puts its own id in
+    front. `ok`, `errors`, `warnings` and `duration_ms` are decoded; the
+    output is not.
+    """
+
+    body: str
+    ok: bool
     errors: list
     warnings: list
     duration_ms: float
@@ -109,13 +133,15 @@ class _Child:
         except OSError as exc:
             raise ChildStartError(argv, exc) from exc
         self.pid = self.process.pid
+        _widen_pipe(self.process.stdout)
         self._stdin = io.TextIOWrapper(self.process.stdin, encoding="utf-8",
                                        newline="\n", write_through=True)
         self.lines: queue.Queue = queue.Queue()
         self._stderr: deque[str] = deque(maxlen=_STDERR_LINES)
         self._dead = False
-        stdout = io.TextIOWrapper(self.process.stdout, encoding="utf-8",
-                                  errors="strict")
+        # Binary with a large buffer: a 1 MB reply arrives in a few reads, and
+        # each line is decoded once, whole (strictly: a reply is UTF-8).
+        stdout = io.BufferedReader(self.process.stdout.raw, _STDOUT_BUFFER)
         # stderr is for people: a stray byte there must not hide the rest.
         stderr = io.TextIOWrapper(self.process.stderr, encoding="utf-8",
                                   errors="replace")
@@ -199,11 +225,23 @@ class _Child:
             _close_quietly(stream)
 
 
-def _pump_stdout(stream: io.TextIOWrapper, lines: queue.Queue) -> None:
+def _widen_pipe(stream) -> None:
+    """Let the child write a large reply in one go (Linux: a 1 MB pipe, not
+    64 kB), so it does not wait for the reader after every 64 kB."""
+    option = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl else None
+    if option is None:
+        return
+    try:
+        fcntl.fcntl(stream.fileno(), option, _STDOUT_BUFFER)
+    except OSError:     # above /proc/sys/fs/pipe-max-size: the default stays
+        pass
+
+
+def _pump_stdout(stream: io.BufferedReader, lines: queue.Queue) -> None:
     # readline() has no length limit: a 30 MB reply is one 30 MB line.
     try:
-        for line in iter(stream.readline, ""):
-            lines.put(line)
+        for raw in iter(stream.readline, b""):
+            lines.put(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         lines.put(_Undecodable(exc))
     except (OSError, ValueError):
@@ -334,6 +372,67 @@ class Session:
                       _redacted(dict(parameters or {})), bool(confirmed))
             return self._conversation(child, request_id, command, text, limit)
 
+    def relay(self, command: str, parameters: Mapping[str, Any] | None = None, *,
+              confirmed: bool = False, timeout: float | None = None) -> Relayed:
+        """One call whose reply is handed on undecoded: the session broker's.
+
+        A large reply is then decoded once, by the one who uses it, not also
+        here. What keeps the conversation in step is checked as in `call`:
+        one whole line, beginning with this request's id. Both children
+        write a reply's members in protocol order (id, ok, output, errors,
+        warnings, duration_ms), so the id and ok are read from the line's
+        head and the rest but the output from its tail; a line in any other
+        order is decoded whole and checked as `call` checks it. A reply with
+        `ok: false` is returned, not raised. Raises SessionTimeout,
+        ProtocolError or TypeError as `call` does.
+        """
+        limit = self.timeout if timeout is None else float(timeout)
+        with self._lock:
+            if self._closed:
+                raise PowerShellError(f"{command}: the session is closed")
+            child = self._running_child()
+            request_id = self._next_id
+            text = _request_line(request_id, command, parameters, confirmed)
+            self._next_id += 1
+            log.debug("%s #%d parameters %s confirmed=%s (relayed)", command,
+                      request_id, _redacted(dict(parameters or {})), bool(confirmed))
+            started = time.monotonic()
+            outcome = "interrupted"
+            try:
+                relayed = self._relay_exchange(child, request_id, command, text, limit)
+                for warning in relayed.warnings:
+                    log.warning("%s: %s", command, warning)
+                outcome = "ok" if relayed.ok else "failed"
+                return relayed
+            except SessionTimeout:
+                outcome = "timed out"
+                raise
+            except ProtocolError:
+                outcome = "protocol error"
+                self._discard_child()
+                raise
+            except BaseException:
+                self._discard_child()
+                raise
+            finally:
+                log.info("%s %s in %.1f ms (relayed)", command, outcome,
+                         (time.monotonic() - started) * 1000)
+
+    def _relay_exchange(self, child: _Child, request_id: int, command: str,
+                        text: str, limit: float) -> Relayed:
+        line = self._send_and_read(child, command, text, limit)
+        if isinstance(line, str) and line.endswith("\n"):
+            fast = _split_reply(line, request_id)
+            if fast is not None:
+                return fast
+        message = self._checked(child, line, request_id, command)
+        body = json.dumps({k: v for k, v in message.items() if k != "id"},
+                          ensure_ascii=False, allow_nan=False)
+        reply = _reply(message, request_id, time.monotonic())
+        return Relayed(body=body[1:] + "\n", ok=message["ok"],
+                       errors=reply.errors, warnings=reply.warnings,
+                       duration_ms=reply.duration_ms)
+
     def _conversation(self, child: _Child, request_id: int, command: str,
                       text: str, limit: float) -> Reply:
         started = time.monotonic()
@@ -370,6 +469,10 @@ class Session:
 
     def _exchange(self, child: _Child, request_id: int, command: str, text: str,
                   limit: float) -> dict:
+        line = self._send_and_read(child, command, text, limit)
+        return self._checked(child, line, request_id, command)
+
+    def _send_and_read(self, child: _Child, command: str, text: str, limit: float):
         deadline = time.monotonic() + limit
         try:
             child.send(text)
@@ -377,11 +480,14 @@ class Session:
             raise self._broken(child, "the child is gone; could not send the request",
                                command=command, ended=True) from exc
         try:
-            line = child.read_line(deadline)
+            return child.read_line(deadline)
         except _Deadline:
             tail = child.stderr_tail()
             self._discard_child()
             raise SessionTimeout(command, limit, stderr_tail=tail) from None
+
+    def _checked(self, child: _Child, line, request_id: int, command: str) -> dict:
+        """The reply `line` decoded, or the ProtocolError it deserves."""
         message = self._decode(child, line, command)
         if not isinstance(message, dict) or "id" not in message:
             raise self._broken(child, "a line that is not a reply", line=line,
@@ -474,7 +580,8 @@ class Session:
                                f"{waiting_for}", line=line, command=command,
                                ended=True)
         try:
-            return json.loads(line)
+            with paused_gc():
+                return json.loads(line)
         except json.JSONDecodeError as exc:
             raise self._broken(child, f"a line that is not JSON ({exc.msg})",
                                line=line.rstrip("\n"), command=command) from exc
@@ -507,6 +614,41 @@ def _request_line(request_id: int, command: str,
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{command}: parameters must be JSON data "
                         f"(str, number, bool, None, list, dict): {exc}") from exc
+
+
+# The head of a reply in protocol order; "output" is where the relay stops reading.
+_REPLY_HEAD = re.compile(r'\{\s*"id"\s*:\s*(\d+)\s*,(\s*"ok"\s*:\s*(true|false)\s*,'
+                         r'\s*"output"\s*:)')
+_TAIL_KEY = '"errors"'
+
+
+def _split_reply(line: str, request_id: int) -> Relayed | None:
+    """`line` read without decoding its output, or None to decode it whole.
+
+    The head must be this request's id and ok, then the output; the tail,
+    from the last `"errors"` on, must be exactly the rest of one object
+    holding errors, warnings and duration_ms. A key or string "errors" met
+    inside the output or later leaves something else, which fails to
+    decode; and JSON escapes every quote inside a string, so no text within
+    a value can pose as the key.
+    """
+    head = _REPLY_HEAD.match(line)
+    if head is None or int(head.group(1)) != request_id:
+        return None
+    start = line.rfind(_TAIL_KEY)
+    if start < head.end():
+        return None
+    try:
+        tail = json.loads("{" + line[start:])
+    except ValueError:
+        return None
+    if set(tail) - {"errors", "warnings", "duration_ms"} or not _well_formed(
+            {"ok": True, "output": [], **tail}):
+        return None
+    message = {"ok": head.group(3) == "true", "output": [], **tail}
+    reply = _reply(message, request_id, time.monotonic())
+    return Relayed(body=line[head.start(2):], ok=message["ok"], errors=reply.errors,
+                   warnings=reply.warnings, duration_ms=reply.duration_ms)
 
 
 def _well_formed(message: dict) -> bool:

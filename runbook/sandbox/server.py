@@ -192,10 +192,61 @@ def _decode(line: bytes):
         return None
 
 
-def _write(out: BinaryIO, message: dict) -> None:
-    data = json.dumps(message, ensure_ascii=False, default=str)
-    out.write(data.encode("utf-8") + b"\n")
+def _json(value) -> str:
+    # Compact, as bridge.ps1's ConvertTo-Json -Compress writes it.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _write(out: BinaryIO, message: dict, texts: "ObjectTexts | None" = None) -> None:
+    data = texts.reply(message) if texts is not None else _json(message)
+    out.write(data.encode("utf-8"))
+    out.write(b"\n")
     out.flush()
+
+
+class ObjectTexts:
+    """The JSON text of the tenant's connectors, rules and accepted domains,
+    kept from one reply to the next while the tenant does not change.
+
+    Reading a large tenant's rules again and again (every step takes an
+    inventory) is otherwise mostly the encoding of the same objects. A text
+    is kept only for an object that is, itself, in one of those collections
+    of the state (the Get cmdlets hand out the tenant's own objects), and
+    all of them are forgotten after any request that changed the tenant
+    (`Tenant.dirty`), before its reply is written. Holding the object with
+    its text keeps its id from being reused by another while it is kept.
+    """
+
+    COLLECTIONS = ("inbound_connectors", "outbound_connectors", "transport_rules",
+                   "accepted_domains")
+
+    def __init__(self, state: dict):
+        self.state = state
+        self._texts: dict[int, tuple[dict, str]] = {}
+
+    def forget(self) -> None:
+        self._texts.clear()
+
+    def reply(self, message: dict) -> str:
+        """`message` as one compact JSON text, members in protocol order."""
+        output = message.get("output")
+        if not isinstance(output, list) or len(output) < 2 or list(message)[:3] != [
+                "id", "ok", "output"]:
+            return _json(message)
+        held = {id(obj) for kind in self.COLLECTIONS
+                for obj in self.state.get(kind) or ()}
+        parts = [self._text(obj) if id(obj) in held else _json(obj) for obj in output]
+        head = _json({"id": message["id"], "ok": message["ok"]})[:-1]
+        tail = _json({k: v for k, v in message.items() if k not in ("id", "ok",
+                                                                      "output")})
+        return f'{head},"output":[{",".join(parts)}]' + (
+            "," + tail[1:] if tail != "{}" else "}")
+
+    def _text(self, obj: dict) -> str:
+        kept = self._texts.get(id(obj))
+        if kept is None or kept[0] is not obj:
+            kept = self._texts[id(obj)] = (obj, _json(obj))
+        return kept[1]
 
 
 def _log_call(request, response: dict) -> None:
@@ -240,6 +291,7 @@ def serve(state_path: str | os.PathLike, stdin: BinaryIO, stdout: BinaryIO, *,
     tenant = Tenant(state, clock=clock)
     dns = _start_dns(state)
     openid = _start_openid(state)
+    texts = ObjectTexts(tenant.state)
     try:
         _write(stdout, hello(state, dns.address if dns else None,
                              openid.url if openid else None))
@@ -252,7 +304,8 @@ def serve(state_path: str | os.PathLike, stdin: BinaryIO, stdout: BinaryIO, *,
             if tenant.dirty:
                 state_file.save(state_path, tenant.state)
                 tenant.dirty = False
-            _write(stdout, response)
+                texts.forget()
+            _write(stdout, response, texts)
     finally:
         if dns is not None:
             dns.stop()

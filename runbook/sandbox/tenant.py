@@ -76,7 +76,8 @@ class Tenant:
         fn = lookup(name)
         if fn is None:
             raise command_not_found(name)
-        return fn(self, params)
+        # Copies: a caller editing a result must not edit the tenant.
+        return copy_data(fn(self, params))
 
     # --- what is loaded in this session ----------------------------------
     def require_connected(self, command: str) -> None:
@@ -114,6 +115,21 @@ class Tenant:
     def changes_since(self, moment: datetime) -> list[dict]:
         return [c for c in self.state.get("changes", [])
                 if parse_time(c["at"]) > moment]
+
+
+def copy_data(value):
+    """A deep copy of JSON-shaped data (dicts, lists, scalars), made fast.
+
+    `copy.deepcopy` keeps a memo for shared and cyclic references, which
+    cmdlet output never has; this is several times quicker on a tenant's
+    worth of rules. Anything else (datetimes, strings) is immutable and shared.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {key: copy_data(item) for key, item in value.items()}
+    if kind is list:
+        return [copy_data(item) for item in value]
+    return value
 
 
 # --- parameter binding ---------------------------------------------------
