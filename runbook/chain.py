@@ -5,25 +5,31 @@ The chain stops at the first step that fails; `resume()` continues a stopped
 run from that step with the same parameters.
 
 Every notebook runs in a kernel reached over Unix sockets
-(`runbook.kernels`). The steps of one run share one PowerShell session: the
-chain starts the child, connects once and serves the session on a private
-socket (`runbook.powershell.broker`) for as long as the steps run; each
-kernel finds the socket in the environment variable `SOCKET_ENV`. Where that
-session cannot be opened (no pwsh, the sign-in failed) the chain says why and
-goes on: each step then opens a session of its own, and step 1 records the
-failure where the engineer reads it.
+(`runbook.kernels`), which the chain starts itself, with the step's own
+environment (`step_environment`), while the step before runs
+(`StepKernels`); no kernel ever takes anything from the chain's own
+`os.environ` changes, as there are none. The steps of one run share one
+PowerShell session: the chain starts the child, connects once and serves the
+session on a private socket (`runbook.powershell.broker`) for as long as the
+steps run; each kernel finds the socket in the environment variable
+`SOCKET_ENV`. Where that session cannot be opened (no pwsh, the sign-in
+failed) the chain says why and goes on: each step then opens a session of
+its own, and step 1 records the failure where the engineer reads it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
@@ -32,10 +38,11 @@ from runbook import params as params_mod
 from runbook.audit import NotARunFolder, RunRecord
 from runbook.batch import acquire_tenant_lock
 from runbook.exchange import ExchangeOnline
-from runbook.kernels import KERNEL_LOG_ENV, PAPERMILL_OPTIONS
+from runbook.kernels import KERNEL_LOG_ENV, PAPERMILL_OPTIONS, PreparedKernel
+from runbook.kernels import modules_imported_by
 from runbook.notebook import default_reports_dir
 from runbook.powershell import PowerShellError
-from runbook.powershell.broker import SOCKET_ENV, SessionBroker, serve
+from runbook.powershell.broker import SOCKET_ENV, SOCKET_NAME, SessionBroker, serve
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +110,14 @@ def resume(run_dir: Path, *, progress=print) -> RunRecord:
 def _execute(record: RunRecord, p: params_mod.RunParameters, steps, progress) -> RunRecord:
     outcome = "succeeded" if p.confirm else "planned"
     try:
-        with _environment(REPORTS_ENV, str(record.path.parent.parent)), \
-                shared_session(record, p, progress), \
+        with StepKernels(record, steps[0]) as kernels, \
+                shared_session(record, p, progress, kernels), \
                 ThreadPoolExecutor(1, thread_name_prefix="runbook-pages") as pages:
-            for step in steps:
-                status = _run_step(record, p, step, progress)
+            for index, step in enumerate(steps):
+                kernel = kernels.take(step)
+                if index + 1 < len(steps):      # started while this step runs
+                    kernels.prepare(steps[index + 1])
+                status = _run_step(record, p, step, progress, kernel=kernel)
                 # Its HTML page is made while the next step runs; finish() only
                 # renders what is missing or older than its notebook.
                 pages.submit(_render_page, record, f"notebooks/{step}.ipynb")
@@ -122,6 +132,77 @@ def _execute(record: RunRecord, p: params_mod.RunParameters, steps, progress) ->
     record.finish(outcome)
     progress(f"run {outcome}: {record.path}")
     return record
+
+
+def step_environment(record: RunRecord, step: str,
+                     socket: str | None = None) -> dict[str, str]:
+    """The environment of a step's kernel: this process's, plus where the
+    run's reports are (`REPORTS_ENV`), where the kernel's own output goes
+    (`KERNEL_LOG_ENV`) and, in a run with a shared session, its socket."""
+    env = dict(os.environ)
+    env[REPORTS_ENV] = str(record.path.parent.parent)
+    env[KERNEL_LOG_ENV] = str(record.path / "notebooks" / f"{step}.kernel.log")
+    env.pop(SOCKET_ENV, None)
+    if socket:
+        env[SOCKET_ENV] = socket
+    return env
+
+
+class StepKernels:
+    """The kernels of a run's steps, each started before its step is due.
+
+    `prepare(step)` starts the step's kernel in the background (a
+    `runbook.kernels.PreparedKernel`); `take(step)` hands it over, started
+    now if it was not prepared. `start_with(socket)` names the shared
+    session's socket to every kernel and starts the first step's at once,
+    while the session opens; when the session then does not open,
+    `no_socket()` throws away what was prepared with it. Leaving the
+    context shuts down every kernel nobody took.
+    """
+
+    def __init__(self, record: RunRecord, first: str):
+        self.record = record
+        self.first = first
+        self.socket: str | None = None
+        self._prepared: dict[str, PreparedKernel] = {}
+
+    def start_with(self, socket: str) -> None:
+        self.socket = socket
+        self.prepare(self.first)
+
+    def __enter__(self) -> "StepKernels":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for kernel in self._prepared.values():
+            kernel.discard()
+        self._prepared.clear()
+
+    def prepare(self, step: str) -> None:
+        if step not in self._prepared:
+            self._prepared[step] = _kernel_for(self.record, step, self.socket)
+
+    def take(self, step: str) -> PreparedKernel:
+        self.prepare(step)
+        return self._prepared.pop(step)
+
+    def no_socket(self) -> None:
+        self.socket = None
+        for step in list(self._prepared):
+            self._prepared.pop(step).discard()
+
+
+def _kernel_for(record: RunRecord, step: str, socket: str | None) -> PreparedKernel:
+    source = notebooks_dir() / f"{step}.ipynb"
+    # The kernel's log goes there from its first line on.
+    (record.path / "notebooks").mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        modules = modules_imported_by(nbformat.read(source, as_version=4))
+    except (OSError, ValueError) as exc:    # papermill reports the notebook itself
+        log.debug("no imports read from %s: %s", source, exc)
+        modules = []
+    return PreparedKernel(step_environment(record, step, socket), str(source.parent),
+                          modules)
 
 
 def _render_page(record: RunRecord, relpath: str) -> None:
@@ -160,8 +241,7 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
                   sandbox_state=source.run().get("sandbox_state") or "")
     p = params_mod.validate(**values)
     reports = Path(reports_dir or source.path.parent.parent).resolve()
-    with acquire_tenant_lock(reports, p.tenant) as lock, \
-            _environment(REPORTS_ENV, str(reports)):
+    with acquire_tenant_lock(reports, p.tenant) as lock:
         record = RunRecord.create(reports, p.tenant, parameters=p.as_dict(),
                                   operator=p.operator or None, backend=p.backend,
                                   sandbox_state=p.sandbox_state or None)
@@ -191,7 +271,8 @@ def _intact(run_dir: Path) -> tuple[RunRecord, dict]:
     return record, record.chained_parameters()
 
 
-def _run_step(record: RunRecord, p, step: str, progress, extra=None) -> str:
+def _run_step(record: RunRecord, p, step: str, progress, extra=None, *,
+              kernel: PreparedKernel | None = None) -> str:
     source = notebooks_dir() / f"{step}.ipynb"
     target = record.path / "notebooks" / f"{step}.ipynb"
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -204,9 +285,10 @@ def _run_step(record: RunRecord, p, step: str, progress, extra=None) -> str:
     started = time.monotonic()
     error = None
     try:
-        with _environment(KERNEL_LOG_ENV, str(target.with_suffix(".kernel.log"))):
-            papermill.execute_notebook(str(source), str(target), parameters=parameters,
-                                       cwd=str(source.parent), **PAPERMILL_OPTIONS)
+        if kernel is None:
+            kernel = _kernel_for(record, step, None)
+        papermill.execute_notebook(str(source), str(target), parameters=parameters,
+                                   prepared=kernel, **PAPERMILL_OPTIONS)
     except PapermillExecutionError as exc:
         error = {"cell": exc.cell_index, "ename": exc.ename, "evalue": exc.evalue}
     except Exception as exc:  # kernel died, notebook unreadable: still a failed step
@@ -225,29 +307,38 @@ def _run_step(record: RunRecord, p, step: str, progress, extra=None) -> str:
 
 @contextmanager
 def shared_session(record: RunRecord, p: params_mod.RunParameters,
-                   progress=print) -> Iterator[SessionBroker | None]:
+                   progress=print, kernels: StepKernels | None = None
+                   ) -> Iterator[SessionBroker | None]:
     """One connected session for the run's steps, named to their kernels.
 
     Yields the broker, or None when the session could not be opened; the
-    steps then connect on their own. The variable is restored and the child
-    closed at the end, whatever happened in between.
+    steps then connect on their own. The socket's path is chosen first and
+    given to `kernels`, so that the first step's kernel starts while the
+    session opens. The child is closed at the end, whatever happened.
     """
-    with ExitStack() as stack:
-        broker = _open_shared(stack, record, p, progress)
-        if broker is not None:
-            stack.enter_context(_environment(SOCKET_ENV, str(broker.path)))
-        yield broker
+    folder = tempfile.mkdtemp(prefix="runbook-session-")     # mode 0700
+    try:
+        with ExitStack() as stack:
+            if kernels is not None:
+                kernels.start_with(os.path.join(folder, SOCKET_NAME))
+            broker = _open_shared(stack, record, p, progress,
+                                  os.path.join(folder, SOCKET_NAME))
+            if broker is None and kernels is not None:
+                kernels.no_socket()
+            yield broker
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _open_shared(stack: ExitStack, record: RunRecord, p: params_mod.RunParameters,
-                 progress) -> SessionBroker | None:
+                 progress, path: str) -> SessionBroker | None:
     def connect(session) -> None:
         notebook.connect(ExchangeOnline(session), p)
 
     try:
         argv = notebook.child_argv(p, record)
         broker = stack.enter_context(serve(argv, timeout=p.timeout_seconds,
-                                           connect=connect))
+                                           connect=connect, path=path))
     except (PowerShellError, OSError, ValueError) as exc:
         # INFO, not WARNING: the progress line below already tells the person.
         log.info("no shared PowerShell session for %s: %s: %s", record.path,
@@ -257,20 +348,6 @@ def _open_shared(stack: ExitStack, record: RunRecord, p: params_mod.RunParameter
         return None
     log.info("shared PowerShell session of %s on %s", record.path, broker.path)
     return broker
-
-
-@contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    """`name` set to `value` for the kernels started meanwhile; restored after."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _verdict(record: RunRecord, step: str) -> str:

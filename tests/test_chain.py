@@ -166,20 +166,30 @@ def test_a_run_whose_shared_session_cannot_start_says_so_and_sets_no_socket(
     assert said[0].endswith("each step connects on its own")
 
 
-def test_the_socket_variable_lives_as_long_as_the_run_and_is_restored(
+def test_the_socket_reaches_the_kernels_environment_and_the_chains_own_is_untouched(
         make_tenant, reports, monkeypatch):
+    # The chain never edits os.environ (a batch may run chains side by side in
+    # one process): each kernel gets its environment from step_environment.
     monkeypatch.setenv(SOCKET_ENV, "/earlier/value")
     state_file = make_tenant("legacy-inline")
     p = params.validate(**CASES["legacy-inline"], sandbox_state=str(state_file))
     record = chain.RunRecord.create(reports, "contoso", parameters=p.as_dict(),
                                     backend="sandbox", sandbox_state=str(state_file))
     with chain.shared_session(record, p) as broker:
-        assert os.environ[SOCKET_ENV] == str(broker.path)
+        assert os.environ[SOCKET_ENV] == "/earlier/value"
         assert oct(os.stat(broker.path.parent).st_mode & 0o777) == "0o700"
+        env = chain.step_environment(record, "03-cleanup", str(broker.path))
+        assert env[SOCKET_ENV] == str(broker.path)
+        assert env[chain.REPORTS_ENV] == str(reports)
+        assert env[chain.KERNEL_LOG_ENV] == str(
+            record.path / "notebooks" / "03-cleanup.kernel.log")
         child = broker.session.pid
     assert os.environ[SOCKET_ENV] == "/earlier/value"
-    assert not broker.path.exists()
+    assert not broker.path.parent.exists()
     assert wait_gone(child)
+    # Without a shared session a kernel is told no socket, whatever this
+    # process's environment holds.
+    assert SOCKET_ENV not in chain.step_environment(record, "03-cleanup")
 
 
 # -- issue 2 "Done when", through the `runbook` command itself ---------------------

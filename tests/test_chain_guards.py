@@ -99,11 +99,11 @@ def test_ctrl_c_in_a_step_seals_the_record_as_cancelled_and_resume_finishes_it(
     state_file = make_tenant("legacy-inline", propagation_delay_s=1)
     real_step = chain._run_step
 
-    def interrupted(record, p, step, progress, extra=None):
+    def interrupted(record, p, step, progress, extra=None, *, kernel=None):
         if step == "02-install-module":
             record.step_started(step, f"notebooks/{step}.ipynb")
             raise KeyboardInterrupt
-        return real_step(record, p, step, progress, extra)
+        return real_step(record, p, step, progress, extra, kernel=kernel)
 
     monkeypatch.setattr(chain, "_run_step", interrupted)
     said = []
