@@ -908,6 +908,19 @@ def run_batch(rows: list[BatchRow], *, workers: int = 1, confirm: bool = False,
         raise ValueError(f"workers must be at least 1, not {workers}")
     steps = _chain_steps(steps)
     reports = Path(reports_dir).resolve()
+    # Before the batch folder: a scheduler nobody answers at leaves nothing behind.
+    dask = _dask_connection(workers, scheduler) if executor == "dask" else None
+    try:
+        return _run_batch(rows, confirm=confirm, workers=workers, executor=executor,
+                          dask=dask, reports=reports, time_limit_s=time_limit_s,
+                          rejected=rejected, steps=steps, progress=progress)
+    finally:
+        if dask is not None:
+            dask.close()
+
+
+def _run_batch(rows, *, confirm, workers, executor, dask, reports, time_limit_s,
+               rejected, steps, progress) -> BatchResult:
     batch_id, folder = _new_batch_folder(reports)
     outcomes = _initial_outcomes(rows, rejected)
     jobs = [_job(row, confirm, reports, folder, batch_id, time_limit_s, steps)
@@ -922,7 +935,7 @@ def run_batch(rows: list[BatchRow], *, workers: int = 1, confirm: bool = False,
     if executor == "local":
         result.interrupted = _run_local(jobs, workers, record, _locked(progress))
     else:
-        result.interrupted = _run_dask(jobs, workers, scheduler, record,
+        result.interrupted = _run_dask(jobs, workers, dask.client, record,
                                        _locked(progress))
 
     for item in outcomes:
@@ -1043,10 +1056,21 @@ def _result_of(future, job: _Job) -> TenantOutcome:
     return outcome
 
 
-def _run_dask(jobs: list[_Job], workers: int, scheduler: str | None, record,
-              progress) -> bool:
-    """Each tenant one Dask task, at most `workers` in flight; True when interrupted."""
-    from dask.distributed import Client, Event, LocalCluster, wait
+@dataclass
+class _DaskConnection:
+    client: object
+    cluster: object | None
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _dask_connection(workers: int, scheduler: str | None) -> _DaskConnection:
+    """A client of the scheduler at `scheduler`, or of a LocalCluster of
+    `workers` processes on 127.0.0.1; SchedulerUnreachable when none answers."""
+    from dask.distributed import Client, LocalCluster
 
     cluster = None
     if scheduler is None:
@@ -1059,6 +1083,13 @@ def _run_dask(jobs: list[_Job], workers: int, scheduler: str | None, record,
         if cluster is not None:
             cluster.close()
         raise SchedulerUnreachable(scheduler or "the local cluster", str(exc)) from exc
+    return _DaskConnection(client, cluster)
+
+
+def _run_dask(jobs: list[_Job], workers: int, client, record, progress) -> bool:
+    """Each tenant one Dask task, at most `workers` in flight; True when interrupted."""
+    from dask.distributed import Event, wait
+
     stop_name = f"runbook-stop-{secrets.token_hex(6)}"
     stop = Event(stop_name, client=client)
     queue = list(jobs)
@@ -1084,9 +1115,6 @@ def _run_dask(jobs: list[_Job], workers: int, scheduler: str | None, record,
     finally:
         stop.set()
         _sweep(jobs)
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return interrupted
 
 

@@ -852,3 +852,5 @@ def test_unreachable_scheduler_is_one_line_and_exit_2(tmp_path, capsys, monkeypa
         2, "runbook batch: no Dask scheduler answered at 127.0.0.1:1 (Timed out "
            "trying to connect to tcp://127.0.0.1:1 after 1 s); start one there, or "
            "leave out --scheduler for a local cluster\n")
+    # Refused before anything was made: no reports folder, no empty batch folder.
+    assert not (tmp_path / "r").exists()
