@@ -697,6 +697,11 @@ def _close_abandoned(run_dir: Path, outcome: TenantOutcome) -> None:
         record = RunRecord.open(run_dir)
         run = record.run()
         if run.get("status") != "running":
+            events = record.events()
+            if run.get("status") and (not events or events[-1]["kind"] != "run-finished"):
+                # Killed while sealing: run.json has its outcome, the seal is
+                # missing; seal what it says, so that verify can check it.
+                record.finish(run["status"])
             return
         record.event("run-abandoned", outcome=outcome.outcome, reason=outcome.detail)
         for step in run.get("steps", []):

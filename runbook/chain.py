@@ -22,7 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -129,9 +131,31 @@ def _execute(record: RunRecord, p: params_mod.RunParameters, steps, progress) ->
     except KeyboardInterrupt:
         _cancel(record, progress)
         raise
-    record.finish(outcome)
+    _seal(record, outcome)
     progress(f"run {outcome}: {record.path}")
     return record
+
+
+def _seal(record: RunRecord, status: str) -> None:
+    """`record.finish(status)` with Ctrl-C held back until the seal is written.
+
+    Finishing takes a moment (the last pages, the report, the manifest); a
+    Ctrl-C in the middle would leave run.json saying the run ended and no
+    seal, a record `verify` fails and `resume` refuses. So the interrupt
+    waits for the seal and is raised right after it. Only the main thread
+    can hold SIGINT back; elsewhere the record is finished as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        record.finish(status)
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _frame: caught.append(number))
+    try:
+        record.finish(status)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def step_environment(record: RunRecord, step: str,
@@ -218,7 +242,10 @@ def _cancel(record: RunRecord, progress) -> None:
     """Ctrl-C: the step it hit is failed as interrupted, the record sealed as
     cancelled, so that `audit verify` checks it and `resume` continues it."""
     _fail_running(record, "KeyboardInterrupt", "stopped by the operator (Ctrl-C)")
-    record.finish("cancelled")
+    try:
+        _seal(record, "cancelled")
+    except KeyboardInterrupt:
+        pass        # a second Ctrl-C: the run is being cancelled already
     progress(f"run cancelled: {record.path} (`runbook resume` continues it)")
 
 
@@ -254,7 +281,7 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
             _cancel(record, progress)
             raise
         outcome = status if status == "failed" or confirm else "planned"
-        record.finish(outcome)
+        _seal(record, outcome)
     progress(f"rollback {outcome}: {record.path}")
     return record
 

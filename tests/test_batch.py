@@ -854,3 +854,21 @@ def test_unreachable_scheduler_is_one_line_and_exit_2(tmp_path, capsys, monkeypa
            "leave out --scheduler for a local cluster\n")
     # Refused before anything was made: no reports folder, no empty batch folder.
     assert not (tmp_path / "r").exists()
+
+
+def test_a_tenant_killed_while_its_record_was_sealed_gets_its_seal_from_the_batch(
+        tmp_path):
+    # run.json already says how the run ended; the run-finished event is
+    # missing, as when the time limit's SIGKILL lands inside finish().
+    record = audit.RunRecord.create(tmp_path / "reports", "contoso",
+                              parameters={"tenant": "contoso"}, backend="sandbox")
+    record.update_run(status="succeeded")
+    assert not audit.verify(record.path).ok
+    batch._close_abandoned(record.path, TenantOutcome(
+        2, "contoso", "timed-out", detail="past its time limit of 60 s"))
+    assert audit.verify(record.path).ok
+    assert record.run()["status"] == "succeeded"
+    kinds = [e["kind"] for e in record.events()]
+    assert kinds[-1] == "run-finished" and "run-abandoned" not in kinds
+    batch._close_abandoned(record.path, TenantOutcome(2, "contoso", "timed-out"))
+    assert [e["kind"] for e in record.events()] == kinds     # sealed once, not twice

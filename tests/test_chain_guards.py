@@ -2,6 +2,8 @@
 its own run's folder, Ctrl-C leaves a sealed record (issues 8 and 10)."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -219,3 +221,27 @@ def test_the_runbook_command_says_which_lines_are_warnings_and_nothing_else(
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert all(line.startswith("runbook: WARNING: ") for line in lines), lines
     assert done.stdout.splitlines()[-1].startswith(str(reports / "contoso"))
+
+
+def test_ctrl_c_while_the_run_is_being_sealed_waits_for_the_seal(
+        make_tenant, reports, monkeypatch):
+    # Finishing renders pages and the report before the seal: a Ctrl-C there
+    # used to leave run.json "planned" with no run-finished event, a record
+    # that verify failed and resume refused.
+    state_file = make_tenant("legacy-inline")
+    render = RunRecord._render_report
+
+    def interrupted_render(self, report):
+        os.kill(os.getpid(), signal.SIGINT)
+        return render(self, report)
+
+    monkeypatch.setattr(RunRecord, "_render_report", interrupted_render)
+    with pytest.raises(KeyboardInterrupt):
+        chain.run(_params(state_file), reports_dir=reports,
+                  steps=("01-prerequisites",), progress=lambda *_: None)
+    [folder] = [p for p in (reports / "contoso").iterdir() if p.is_dir()]
+    assert json.loads((folder / "run.json").read_text())["status"] == "planned"
+    assert [e["kind"] for e in RunRecord.open(folder).events()][-1] == \
+        "run-finished"
+    assert verify(folder).ok
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
