@@ -698,7 +698,8 @@ def _close_abandoned(run_dir: Path, outcome: TenantOutcome) -> None:
         run = record.run()
         if run.get("status") != "running":
             events = record.events()
-            if run.get("status") and (not events or events[-1]["kind"] != "run-finished"):
+            sealed = bool(events) and events[-1]["kind"] == "run-finished"
+            if run.get("status") and not sealed:
                 # Killed while sealing: run.json has its outcome, the seal is
                 # missing; seal what it says, so that verify can check it.
                 record.finish(run["status"])

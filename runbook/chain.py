@@ -149,7 +149,8 @@ def _seal(record: RunRecord, status: str) -> None:
         record.finish(status)
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, _frame: caught.append(number))
+    previous = signal.signal(signal.SIGINT,
+                             lambda number, _frame: caught.append(number))
     try:
         record.finish(status)
     finally:

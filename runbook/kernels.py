@@ -145,8 +145,9 @@ class PreparedKernel:
         self.env, self.cwd, self.modules = dict(env), str(cwd), list(modules)
         # Looked up now, not at import: PAPERMILL_OPTIONS is the one place to
         # change the kernel manager or kernel for every notebook of the runbook.
-        manager = import_item(manager_class or PAPERMILL_OPTIONS["kernel_manager_class"])
-        self.manager = manager(kernel_name=kernel_name or PAPERMILL_OPTIONS["kernel_name"])
+        options = PAPERMILL_OPTIONS
+        manager = import_item(manager_class or options["kernel_manager_class"])
+        self.manager = manager(kernel_name=kernel_name or options["kernel_name"])
         self.error: BaseException | None = None
         self._taken = False
         self._lock = threading.Lock()
@@ -209,16 +210,11 @@ def _drop_output(message: dict) -> None:
 
 
 def _shut_down(manager) -> None:
-    """Stop a kernel and remove its files, from any thread, whatever its state."""
-    async def stop() -> None:
-        try:
-            if await manager.is_alive():
-                await manager.shutdown_kernel(now=True)
-        finally:
-            await manager.cleanup_resources()
-
-    worker = threading.Thread(target=lambda: _quietly(asyncio.run, stop()),
-                              name="runbook-kernel-stop", daemon=True)
+    """Stop a kernel and remove its files, from any thread, whatever its state
+    (in a loop of its own: the caller's thread may be running one)."""
+    worker = threading.Thread(
+        target=lambda: _quietly(asyncio.run, _stop(manager, now=True)),
+        name="runbook-kernel-stop", daemon=True)
     worker.start()
     worker.join()
 
@@ -256,13 +252,13 @@ class PreparedKernelEngine(NBClientEngine):
         finally:
             if client.kc is not None:
                 client.kc.stop_channels()
-            run_sync(_stop_owned)(manager)
+            run_sync(_stop)(manager, now=False)
 
 
-async def _stop_owned(manager) -> None:
+async def _stop(manager, *, now: bool) -> None:
     try:
         if await manager.is_alive():
-            await manager.shutdown_kernel(now=False)
+            await manager.shutdown_kernel(now=now)
     finally:
         await manager.cleanup_resources()
 

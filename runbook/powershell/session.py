@@ -360,17 +360,7 @@ class Session:
         After the last two the child is gone and the next call starts another.
         TypeError for parameters that are not JSON data (nothing is sent).
         """
-        limit = self.timeout if timeout is None else float(timeout)
-        with self._lock:
-            if self._closed:
-                raise PowerShellError(f"{command}: the session is closed")
-            child = self._running_child()
-            request_id = self._next_id
-            text = _request_line(request_id, command, parameters, confirmed)
-            self._next_id += 1
-            log.debug("%s #%d parameters %s confirmed=%s", command, request_id,
-                      _redacted(dict(parameters or {})), bool(confirmed))
-            return self._conversation(child, request_id, command, text, limit)
+        return self._request(command, parameters, confirmed, timeout, relayed=False)
 
     def relay(self, command: str, parameters: Mapping[str, Any] | None = None, *,
               confirmed: bool = False, timeout: float | None = None) -> Relayed:
@@ -386,6 +376,10 @@ class Session:
         `ok: false` is returned, not raised. Raises SessionTimeout,
         ProtocolError or TypeError as `call` does.
         """
+        return self._request(command, parameters, confirmed, timeout, relayed=True)
+
+    def _request(self, command: str, parameters: Mapping[str, Any] | None,
+                 confirmed: bool, timeout: float | None, *, relayed: bool):
         limit = self.timeout if timeout is None else float(timeout)
         with self._lock:
             if self._closed:
@@ -394,61 +388,33 @@ class Session:
             request_id = self._next_id
             text = _request_line(request_id, command, parameters, confirmed)
             self._next_id += 1
-            log.debug("%s #%d parameters %s confirmed=%s (relayed)", command,
-                      request_id, _redacted(dict(parameters or {})), bool(confirmed))
-            started = time.monotonic()
-            outcome = "interrupted"
-            try:
-                relayed = self._relay_exchange(child, request_id, command, text, limit)
-                for warning in relayed.warnings:
-                    log.warning("%s: %s", command, warning)
-                outcome = "ok" if relayed.ok else "failed"
-                return relayed
-            except SessionTimeout:
-                outcome = "timed out"
-                raise
-            except ProtocolError:
-                outcome = "protocol error"
-                self._discard_child()
-                raise
-            except BaseException:
-                self._discard_child()
-                raise
-            finally:
-                log.info("%s %s in %.1f ms (relayed)", command, outcome,
-                         (time.monotonic() - started) * 1000)
-
-    def _relay_exchange(self, child: _Child, request_id: int, command: str,
-                        text: str, limit: float) -> Relayed:
-        line = self._send_and_read(child, command, text, limit)
-        if isinstance(line, str) and line.endswith("\n"):
-            fast = _split_reply(line, request_id)
-            if fast is not None:
-                return fast
-        message = self._checked(child, line, request_id, command)
-        body = json.dumps({k: v for k, v in message.items() if k != "id"},
-                          ensure_ascii=False, allow_nan=False)
-        reply = _reply(message, request_id, time.monotonic())
-        return Relayed(body=body[1:] + "\n", ok=message["ok"],
-                       errors=reply.errors, warnings=reply.warnings,
-                       duration_ms=reply.duration_ms)
+            log.debug("%s #%d parameters %s confirmed=%s%s", command, request_id,
+                      _redacted(dict(parameters or {})), bool(confirmed),
+                      " (relayed)" if relayed else "")
+            return self._conversation(child, request_id, command, text, limit,
+                                      relayed)
 
     def _conversation(self, child: _Child, request_id: int, command: str,
-                      text: str, limit: float) -> Reply:
+                      text: str, limit: float, relayed: bool) -> Reply | Relayed:
         started = time.monotonic()
         outcome = "interrupted"
         try:
-            message = self._exchange(child, request_id, command, text, limit)
-            reply = _reply(message, request_id, started)
-            for warning in reply.warnings:
+            if relayed:
+                result = self._relay_exchange(child, request_id, command, text, limit)
+                ok = result.ok
+            else:
+                message = self._exchange(child, request_id, command, text, limit)
+                result = _reply(message, request_id, started)
+                ok = message["ok"] is True
+            for warning in result.warnings:
                 log.warning("%s: %s", command, warning)
-            if message["ok"] is not True:
-                error = reply_error(command, reply.errors, reply.warnings,
-                                    reply.output)
+            if not ok and not relayed:
+                error = reply_error(command, result.errors, result.warnings,
+                                    result.output)
                 outcome = f"{error.verb} ({error.error_id or 'no error id'})"
                 raise error
-            outcome = "ok"
-            return reply
+            outcome = "ok" if ok else "failed"
+            return result
         except SessionTimeout:
             outcome = "timed out"
             raise
@@ -464,8 +430,24 @@ class Session:
             self._discard_child()
             raise
         finally:
-            log.info("%s %s in %.1f ms", command, outcome,
-                     (time.monotonic() - started) * 1000)
+            log.info("%s %s in %.1f ms%s", command, outcome,
+                     (time.monotonic() - started) * 1000,
+                     " (relayed)" if relayed else "")
+
+    def _relay_exchange(self, child: _Child, request_id: int, command: str,
+                        text: str, limit: float) -> Relayed:
+        line = self._send_and_read(child, command, text, limit)
+        if isinstance(line, str) and line.endswith("\n"):
+            fast = _split_reply(line, request_id)
+            if fast is not None:
+                return fast
+        message = self._checked(child, line, request_id, command)
+        body = json.dumps({k: v for k, v in message.items() if k != "id"},
+                          ensure_ascii=False, allow_nan=False)
+        reply = _reply(message, request_id, time.monotonic())
+        return Relayed(body=body[1:] + "\n", ok=message["ok"],
+                       errors=reply.errors, warnings=reply.warnings,
+                       duration_ms=reply.duration_ms)
 
     def _exchange(self, child: _Child, request_id: int, command: str, text: str,
                   limit: float) -> dict:
