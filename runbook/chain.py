@@ -190,6 +190,7 @@ class StepKernels:
         self.first = first
         self.socket: str | None = None
         self._prepared: dict[str, PreparedKernel] = {}
+        self._handed: list[PreparedKernel] = []
 
     def start_with(self, socket: str) -> None:
         self.socket = socket
@@ -199,9 +200,11 @@ class StepKernels:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        for kernel in self._prepared.values():
+        # discard() leaves alone a kernel papermill took (and shut down).
+        for kernel in [*self._prepared.values(), *self._handed]:
             kernel.discard()
         self._prepared.clear()
+        self._handed.clear()
 
     def prepare(self, step: str) -> None:
         if step not in self._prepared:
@@ -209,7 +212,9 @@ class StepKernels:
 
     def take(self, step: str) -> PreparedKernel:
         self.prepare(step)
-        return self._prepared.pop(step)
+        kernel = self._prepared.pop(step)
+        self._handed.append(kernel)
+        return kernel
 
     def no_socket(self) -> None:
         self.socket = None
@@ -312,15 +317,19 @@ def _run_step(record: RunRecord, p, step: str, progress, extra=None, *,
     progress(f"{step} ...")
     started = time.monotonic()
     error = None
+    if kernel is None:
+        kernel = _kernel_for(record, step, None)
     try:
-        if kernel is None:
-            kernel = _kernel_for(record, step, None)
         papermill.execute_notebook(str(source), str(target), parameters=parameters,
                                    prepared=kernel, **PAPERMILL_OPTIONS)
     except PapermillExecutionError as exc:
         error = {"cell": exc.cell_index, "ename": exc.ename, "evalue": exc.evalue}
     except Exception as exc:  # kernel died, notebook unreadable: still a failed step
         error = {"cell": None, "ename": type(exc).__name__, "evalue": str(exc)}
+    finally:
+        # papermill may stop before it takes the kernel (a notebook it cannot
+        # read); the engine shut down the one it took.
+        kernel.discard()
     if target.exists():
         os.chmod(target, 0o600)
     kernel_log = target.with_suffix(".kernel.log")

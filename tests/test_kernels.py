@@ -128,3 +128,27 @@ def test_a_run_that_stops_early_leaves_no_kernel_behind_not_even_the_next_steps(
     while _kernels_of(record.path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _kernels_of(record.path) == []
+
+
+def test_a_step_whose_notebook_cannot_be_read_fails_and_leaves_no_kernel(
+        make_tenant, reports, tmp_path, monkeypatch):
+    # papermill stops before it takes the prepared kernel: the chain shuts it.
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for step in chain.STEPS[:1]:
+        (notebooks / f"{step}.ipynb").write_bytes(
+            (chain.notebooks_dir() / f"{step}.ipynb").read_bytes())
+    (notebooks / f"{chain.STEPS[1]}.ipynb").write_text("{not a notebook")
+    monkeypatch.setenv("RUNBOOK_NOTEBOOKS", str(notebooks))
+    state_file = make_tenant("legacy-inline")
+    p = params.validate(**scenarios.declared("legacy-inline"),
+                        sandbox_state=str(state_file))
+    record = chain.run(p, reports_dir=reports, steps=chain.STEPS[:2],
+                       progress=lambda *_: None)
+    steps = record.run()["steps"]
+    assert [s["status"] for s in steps] == ["succeeded", "failed"]
+    assert steps[1]["error"]["ename"] == "NotJSONError"
+    deadline = time.monotonic() + 10
+    while _kernels_of(record.path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _kernels_of(record.path) == []
