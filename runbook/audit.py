@@ -94,7 +94,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator
 
 import runbook
-from runbook import credentials
+from runbook import credentials, interrupts
 
 log = logging.getLogger(__name__)
 
@@ -588,8 +588,10 @@ class RunRecord:
         except FileNotFoundError as exc:
             raise NotARunFolder(self.path, f"no {EVENTS_FILE}") from exc
         try:
-            self._acquire(fd, path)
-            yield fd
+            # A Ctrl-C waits until run.json and events.jsonl agree again.
+            with interrupts.held():
+                self._acquire(fd, path)
+                yield fd
         finally:
             os.close(fd)  # closing releases the flock
 

@@ -106,6 +106,8 @@ _REAP_WAIT_S = 10.0
 _EXIT_AFTER_EOF_S = 30.0  # the tenant process closed its pipe; it should end now
 _TICK_S = 0.2
 _DASK_STOP_TICK_S = 1.0   # how often a Dask task asks the scheduler for a stop
+_DASK_STOP_GRACE_S = 30.0  # after a stop, how long to wait for tasks to report
+_DASK_CLOSE_S = 10.0      # closing the client and a local cluster
 _DOMAIN_SPLIT = re.compile(r"[;\s]+")
 _TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")     # as runbook.params checks it
 _SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -1068,9 +1070,10 @@ class _DaskConnection:
     cluster: object | None
 
     def close(self) -> None:
-        self.client.close()
+        # Bounded: workers killed by a Ctrl-C must not hold the batch open.
+        self.client.close(timeout=_DASK_CLOSE_S)
         if self.cluster is not None:
-            self.cluster.close()
+            self.cluster.close(timeout=_DASK_CLOSE_S)
 
 
 def _dask_connection(workers: int, scheduler: str | None) -> _DaskConnection:
@@ -1101,6 +1104,7 @@ def _run_dask(jobs: list[_Job], workers: int, client, record, progress) -> bool:
     queue = list(jobs)
     flying: dict = {}
     interrupted = False
+    given_up_at = None
     try:
         while queue or flying:
             while queue and len(flying) < workers and not interrupted:
@@ -1118,10 +1122,34 @@ def _run_dask(jobs: list[_Job], workers: int, client, record, progress) -> bool:
             except KeyboardInterrupt:
                 interrupted = _interrupt(progress, stop, interrupted)
                 queue.clear()
+                given_up_at = given_up_at or time.monotonic() + _DASK_STOP_GRACE_S
+            if given_up_at is not None and flying and (
+                    time.monotonic() > given_up_at or not _workers_left(client)):
+                # A terminal's Ctrl-C reaches a local cluster's workers too: their
+                # tasks never report. What they ran is stopped by _sweep below.
+                _abandon(flying, record, progress)
+                client.cancel(list(flying))
+                flying.clear()
     finally:
         stop.set()
         _sweep(jobs)
     return interrupted
+
+
+def _workers_left(client) -> bool:
+    try:
+        return bool(client.nthreads())
+    except Exception:  # noqa: BLE001 - a scheduler that cannot answer has none
+        return False
+
+
+def _abandon(flying: dict, record, progress) -> None:
+    for job in flying.values():
+        outcome = TenantOutcome(job.line, job.tenant, INTERRUPTED, log=job.log_path,
+                                detail="stopped; its Dask worker was gone or did "
+                                       "not report back")
+        progress(f"{outcome.tenant}: {outcome.outcome}")
+        record(outcome)
 
 
 def _finished(wait, flying: dict) -> set:

@@ -22,9 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -35,7 +33,7 @@ import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
-from runbook import audit, notebook
+from runbook import audit, interrupts, notebook
 from runbook import params as params_mod
 from runbook.audit import NotARunFolder, RunRecord
 from runbook.batch import acquire_tenant_lock
@@ -62,7 +60,8 @@ REPORTS_ENV = "RUNBOOK_REPORTS_DIR"
 
 
 class NothingToResume(ValueError):
-    """Every step of the run succeeded already."""
+    """Every step of the run succeeded already, or the run is a rollback
+    (undone again by `runbook rollback` of the same run, not resumed)."""
 
 
 def notebooks_dir() -> Path:
@@ -92,6 +91,14 @@ def run(p: params_mod.RunParameters, *, reports_dir: Path | None = None,
 def resume(run_dir: Path, *, progress=print) -> RunRecord:
     """Continue a stopped run from the step that stopped it."""
     record, values = _intact(run_dir)
+    source = record.run().get("rollback_of")
+    if source:
+        # Resuming would run the migration's steps on the tenant being rolled
+        # back; the rollback's own plan skips what is back already.
+        raise NothingToResume(f"{run_dir}: this is a rollback of {source}; a rollback "
+                              f"is not resumed: run `runbook rollback {source} "
+                              "--confirm` again, its plan leaves out what is back "
+                              "already")
     done = {name for name, status in record.chained_steps() if status == "succeeded"}
     remaining = tuple(s for s in STEPS if s not in done)
     if not remaining:
@@ -141,22 +148,10 @@ def _seal(record: RunRecord, status: str) -> None:
 
     Finishing takes a moment (the last pages, the report, the manifest); a
     Ctrl-C in the middle would leave run.json saying the run ended and no
-    seal, a record `verify` fails and `resume` refuses. So the interrupt
-    waits for the seal and is raised right after it. Only the main thread
-    can hold SIGINT back; elsewhere the record is finished as it is.
+    seal, a record `verify` fails and `resume` refuses.
     """
-    if threading.current_thread() is not threading.main_thread():
+    with interrupts.held():
         record.finish(status)
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT,
-                             lambda number, _frame: caught.append(number))
-    try:
-        record.finish(status)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def step_environment(record: RunRecord, step: str,
@@ -190,7 +185,7 @@ class StepKernels:
         self.first = first
         self.socket: str | None = None
         self._prepared: dict[str, PreparedKernel] = {}
-        self._handed: list[PreparedKernel] = []
+        self._handed: list[tuple[str, PreparedKernel]] = []
 
     def start_with(self, socket: str) -> None:
         self.socket = socket
@@ -201,8 +196,9 @@ class StepKernels:
 
     def __exit__(self, *exc_info) -> None:
         # discard() leaves alone a kernel papermill took (and shut down).
-        for kernel in [*self._prepared.values(), *self._handed]:
+        for step, kernel in [*self._prepared.items(), *self._handed]:
             kernel.discard()
+            _drop_empty_log(self.record, step)   # a kernel that never ran a step
         self._prepared.clear()
         self._handed.clear()
 
@@ -213,13 +209,20 @@ class StepKernels:
     def take(self, step: str) -> PreparedKernel:
         self.prepare(step)
         kernel = self._prepared.pop(step)
-        self._handed.append(kernel)
+        self._handed.append((step, kernel))
         return kernel
 
     def no_socket(self) -> None:
         self.socket = None
         for step in list(self._prepared):
             self._prepared.pop(step).discard()
+
+
+def _drop_empty_log(record: RunRecord, step: str) -> None:
+    """A kernel that said nothing leaves no file."""
+    log_file = record.path / "notebooks" / f"{step}.kernel.log"
+    if log_file.exists() and not log_file.stat().st_size:
+        log_file.unlink()
 
 
 def _kernel_for(record: RunRecord, step: str, socket: str | None) -> PreparedKernel:
@@ -244,7 +247,8 @@ def _render_page(record: RunRecord, relpath: str) -> None:
         log.info("%s: page not rendered yet: %s", relpath, exc)
 
 
-def _cancel(record: RunRecord, progress) -> None:
+def _cancel(record: RunRecord, progress, then: str = "`runbook resume` continues it"
+            ) -> None:
     """Ctrl-C: the step it hit is failed as interrupted, the record sealed as
     cancelled, so that `audit verify` checks it and `resume` continues it."""
     _fail_running(record, "KeyboardInterrupt", "stopped by the operator (Ctrl-C)")
@@ -252,7 +256,7 @@ def _cancel(record: RunRecord, progress) -> None:
         _seal(record, "cancelled")
     except KeyboardInterrupt:
         pass        # a second Ctrl-C: the run is being cancelled already
-    progress(f"run cancelled: {record.path} (`runbook resume` continues it)")
+    progress(f"run cancelled: {record.path} ({then})")
 
 
 def _fail_running(record: RunRecord, ename: str, evalue: str) -> None:
@@ -284,7 +288,8 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
             status = _run_step(record, p, ROLLBACK, progress,
                                extra={"source_run": str(source.path)})
         except KeyboardInterrupt:
-            _cancel(record, progress)
+            _cancel(record, progress, f"`runbook rollback {source.path}` again "
+                    "finishes the undo")
             raise
         outcome = status if status == "failed" or confirm else "planned"
         _seal(record, outcome)
@@ -332,9 +337,7 @@ def _run_step(record: RunRecord, p, step: str, progress, extra=None, *,
         kernel.discard()
     if target.exists():
         os.chmod(target, 0o600)
-    kernel_log = target.with_suffix(".kernel.log")
-    if kernel_log.exists() and not kernel_log.stat().st_size:
-        kernel_log.unlink()             # a kernel that said nothing leaves no file
+    _drop_empty_log(record, step)
     status = "failed" if error else _verdict(record, step)
     record.step_finished(step, status, error=error)
     progress(f"{step} {status} ({time.monotonic() - started:.1f} s)"

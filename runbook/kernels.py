@@ -12,17 +12,16 @@ output of forked subprocesses, bound by the kernel itself on 127.0.0.1.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
 from typing import Iterable, Mapping
 
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.utils import run_sync
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from traitlets import default
@@ -43,7 +42,6 @@ PAPERMILL_OPTIONS = {
 
 _READY_TIMEOUT_S = 60.0      # papermill's own start_timeout
 _WARM_UP_TIMEOUT_S = 120.0
-_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import\b|import\s+(.+))")
 
 
 # Set by the chain for each step: the file that takes the kernel's own output.
@@ -95,32 +93,42 @@ class IpcKernelManager(AsyncKernelManager):
             os.close(fd)   # the kernel holds its own copy
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
-        await super()._async_cleanup_resources(restart=restart)
-        if not restart and "_runbook_dir" in self.__dict__:
-            shutil.rmtree(self.__dict__.pop("_runbook_dir"), ignore_errors=True)
+        try:
+            await super()._async_cleanup_resources(restart=restart)
+        finally:
+            if not restart and "_runbook_dir" in self.__dict__:
+                shutil.rmtree(self.__dict__.pop("_runbook_dir"), ignore_errors=True)
+
+    # AsyncKernelManager binds cleanup_resources to the base class's method,
+    # not to the one above: without this a kernel found dead at cleanup (it
+    # never started, or died) left its folder behind.
+    async def cleanup_resources(self, restart: bool = False) -> None:
+        await self._async_cleanup_resources(restart=restart)
 
 
 # -- kernels started ahead of their notebook -----------------------------------
 
 
 def modules_imported_by(notebook) -> list[str]:
-    """The modules a notebook's code cells import, in order, each once."""
+    """The modules a notebook's code cells import at their top level, in
+    order, each once. An import inside a block or a string is not one the
+    notebook always makes, so the warm-up leaves it to the notebook; a cell
+    that is not plain Python (a magic) is passed over."""
     found: dict[str, None] = {}
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        for line in cell.source.splitlines():
-            match = _IMPORT.match(line)
-            if match is None:
-                continue
-            if match.group(1):
-                found.setdefault(match.group(1))
-            else:
-                for part in match.group(2).split(","):
-                    name = part.split(" as ")[0].strip()
-                    if re.fullmatch(r"[\w.]+", name):
-                        found.setdefault(name)
-    return [name for name in found if not name.startswith(".")]
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    found.setdefault(alias.name)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.setdefault(node.module)
+    return list(found)
 
 
 class PreparedKernel:
@@ -209,11 +217,11 @@ def _drop_output(message: dict) -> None:
     log.debug("warm-up output: %s", message.get("content"))
 
 
-def _shut_down(manager) -> None:
+def _shut_down(manager, *, now: bool = True) -> None:
     """Stop a kernel and remove its files, from any thread, whatever its state
     (in a loop of its own: the caller's thread may be running one)."""
     worker = threading.Thread(
-        target=lambda: _quietly(asyncio.run, _stop(manager, now=True)),
+        target=lambda: _quietly(asyncio.run, _stop(manager, now=now)),
         name="runbook-kernel-stop", daemon=True)
     worker.start()
     worker.join()
@@ -239,20 +247,22 @@ class PreparedKernelEngine(NBClientEngine):
     def execute_managed_notebook(cls, nb_man, kernel_name, prepared=None, **kwargs):
         if prepared is None:
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
-        manager = prepared.take()
         timeout = kwargs.pop("execution_timeout", None) or kwargs.pop("timeout", None)
         for unused in ("input_path", "timeout", "startup_timeout"):
             kwargs.pop(unused, None)
-        client = PapermillNotebookClient(
-            nb_man, km=manager, kernel_name=kernel_name, timeout=timeout,
-            startup_timeout=kwargs.pop("start_timeout", _READY_TIMEOUT_S),
-            log=logging.getLogger("papermill"), **kwargs)
+        manager = prepared.take()
+        client = None
         try:
+            client = PapermillNotebookClient(
+                nb_man, km=manager, kernel_name=kernel_name, timeout=timeout,
+                startup_timeout=kwargs.pop("start_timeout", _READY_TIMEOUT_S),
+                log=logging.getLogger("papermill"), **kwargs)
             return client.execute()
         finally:
-            if client.kc is not None:
+            if client is not None and client.kc is not None:
                 client.kc.stop_channels()
-            run_sync(_stop)(manager, now=False)
+            # In a loop of its own: after a Ctrl-C, nbclient's may be broken.
+            _shut_down(manager, now=False)
 
 
 async def _stop(manager, *, now: bool) -> None:

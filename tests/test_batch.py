@@ -872,3 +872,55 @@ def test_a_tenant_killed_while_its_record_was_sealed_gets_its_seal_from_the_batc
     assert kinds[-1] == "run-finished" and "run-abandoned" not in kinds
     batch._close_abandoned(record.path, TenantOutcome(2, "contoso", "timed-out"))
     assert [e["kind"] for e in record.events()] == kinds     # sealed once, not twice
+
+
+def test_a_stopped_dask_batch_whose_workers_are_gone_gives_up_at_once(monkeypatch,
+                                                                       tmp_path):
+    # A terminal's Ctrl-C reaches a local cluster's workers too; their tasks never
+    # report, and the batch used to wait for them for ever.
+    import dask.distributed
+
+    class Event:
+        def __init__(self, name, client):
+            self.was_set = False
+
+        def set(self):
+            self.was_set = True
+
+    class Client:
+        def __init__(self):
+            self.cancelled = []
+
+        def submit(self, fn, job, stop_name, pure, key):
+            return key
+
+        def nthreads(self):
+            return {}                   # every worker died with the Ctrl-C
+
+        def cancel(self, futures):
+            self.cancelled.extend(futures)
+
+    looks = []
+
+    def finished(wait, flying):
+        looks.append(sorted(flying))
+        if len(looks) == 1:
+            raise KeyboardInterrupt
+        return set()
+
+    monkeypatch.setattr(dask.distributed, "Event", Event)
+    monkeypatch.setattr(batch, "_finished", finished)
+    jobs = [batch._Job(line, {"tenant": name}, str(tmp_path), str(tmp_path / name),
+                       f"token-{name}", 60.0)
+            for line, name in ((2, "contoso"), (3, "fabrikam"), (4, "proseware"))]
+    recorded, said, client = [], [], Client()
+    assert batch._run_dask(jobs, 2, client, recorded.append, said.append) is True
+    assert looks == [["runbook-token-contoso", "runbook-token-fabrikam"]]
+    assert [(o.line, o.tenant, o.outcome, o.detail) for o in recorded] == [
+        (2, "contoso", "interrupted",
+         "stopped; its Dask worker was gone or did not report back"),
+        (3, "fabrikam", "interrupted",
+         "stopped; its Dask worker was gone or did not report back")]
+    assert client.cancelled == ["runbook-token-contoso", "runbook-token-fabrikam"]
+    assert said == ["interrupted: stopping every running tenant ...",
+                    "contoso: interrupted", "fabrikam: interrupted"]

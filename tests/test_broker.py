@@ -516,3 +516,33 @@ def test_a_relayed_reply_whose_output_is_not_json_is_a_protocol_error_for_the_ca
         # still in step, and the shared child answers the next call.
         assert remote.invoke("Get-Thing")[0]["request"]["command"] == "Get-Thing"
         assert session.starts == 1
+
+
+TAIL = '"errors": [], "warnings": [], "duration_ms": 1.5}'
+
+
+@pytest.mark.parametrize("raw, reason", [
+    # An id of 5,000 digits: Python refuses to read such a number.
+    ('{"id": 1' + "0" * 5000 + ', "ok": true, "output": [], ' + TAIL, "not JSON"),
+    # A leading zero is no JSON number, even where the digits match.
+    ('{"id": 0ID, "ok": true, "output": [], ' + TAIL, "not JSON"),
+    ('{"id": "ID", "ok": true, "output": [], ' + TAIL, "reply for id '"),
+])
+@pytest.mark.parametrize("relayed", [False, True])
+def test_a_reply_with_an_unreadable_id_is_a_protocol_error_either_way(raw, reason,
+                                                                        relayed):
+    with Session(child("raw_reply"), timeout=10) as session:
+        call = session.relay if relayed else session.call
+        with pytest.raises(ProtocolError, match=reason):
+            call("Get-Thing", {"Raw": raw})
+        assert session.pid is None          # the child is gone; the next starts anew
+
+
+def test_a_relayed_reply_with_a_duration_that_is_no_number_still_arrives():
+    raw = '{"id": ID, "ok": true, "output": [{"Name": "a"}], "errors": [], ' \
+          '"warnings": [], "duration_ms": "fast"}'
+    with Session(child("raw_reply"), timeout=10) as session, \
+            SessionBroker(session) as broker, RemoteSession(broker.path) as remote:
+        reply = remote.call("Get-Thing", {"Raw": raw})
+        assert reply.output == [{"Name": "a"}]
+        assert reply.duration_ms == 0.0

@@ -104,3 +104,36 @@ def test_rollback_of_a_resumed_slash_run_restores_the_tenant_under_portal_names(
     for kind in KINDS:
         wanted = sorted(o["Name"].replace("/", "-") for o in before[kind])
         assert sorted(o["Name"] for o in restored[kind]) == wanted, kind
+
+
+def test_a_stopped_rollback_is_not_resumed_but_rolled_back_again(make_tenant, reports,
+                                                                  monkeypatch):
+    # `resume` of a rollback's record used to run the five migration steps.
+    state_file = make_tenant("legacy-inline", propagation_delay_s=1)
+    before = _objects(state_file)
+    run = chain.run(_params("legacy-inline", state_file, confirm=True),
+                    reports_dir=reports, progress=lambda *_: None)
+    real_step = chain._run_step
+
+    def interrupted(record, p, step, progress, extra=None, *, kernel=None):
+        record.step_started(step, f"notebooks/{step}.ipynb")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(chain, "_run_step", interrupted)
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        chain.rollback(run.path, confirm=True, progress=said.append)
+    monkeypatch.setattr(chain, "_run_step", real_step)
+    [stopped] = [p for p in (reports / "contoso").iterdir()
+                 if p.is_dir() and p != run.path]
+    assert said == [f"run cancelled: {stopped} (`runbook rollback {run.path}` again "
+                    "finishes the undo)"]
+    with pytest.raises(chain.NothingToResume) as refused:
+        chain.resume(stopped, progress=lambda *_: None)
+    assert str(refused.value) == (
+        f"{stopped}: this is a rollback of {run.path}; a rollback is not resumed: run "
+        f"`runbook rollback {run.path} --confirm` again, its plan leaves out what is "
+        "back already")
+    undo = chain.rollback(run.path, confirm=True, progress=lambda *_: None)
+    assert undo.run()["status"] == "succeeded", undo.run()["steps"]
+    assert _objects(state_file) == before

@@ -57,10 +57,15 @@ def test_the_imports_of_a_notebook_are_read_in_order_each_once():
     nb.cells = [
         nbformat.v4.new_markdown_cell("import not_code"),
         nbformat.v4.new_code_cell("from runbook.notebook import open_step, show\n"
-                                  "import pandas as pd, json\n  import os.path\n"
-                                  "x = 1  # import nothing"),
+                                  "import pandas as pd, json\nimport os.path\n"
+                                  "x = 'import nothing'"),
+        # Only top-level imports: not one in a block or a string, none of a
+        # relative import, and no cell that is not plain Python.
         nbformat.v4.new_code_cell("from runbook import widgets\nimport json\n"
-                                  "from . import relative"),
+                                  "from . import relative\nif False:\n"
+                                  "    import antigravity\n"
+                                  'text = """\nimport this\n"""'),
+        nbformat.v4.new_code_cell("%matplotlib inline\nimport tkinter"),
     ]
     assert modules_imported_by(nb) == ["runbook.notebook", "pandas", "json", "os.path",
                                        "runbook"]
@@ -99,6 +104,9 @@ def test_a_discarded_kernel_is_shut_down_and_a_failed_start_is_raised_by_take(tm
     broken = PreparedKernel(dict(os.environ), str(tmp_path / "no-such-folder"))
     with pytest.raises(OSError):
         broken.take()
+    folder = Path(broken.manager.connection_file).parent     # as it was named
+    assert folder.name.startswith("runbook-kernel-")
+    assert not folder.exists()          # a kernel that never ran leaves no folder
 
 
 def _kernels_of(run_dir: Path) -> list[int]:
@@ -128,6 +136,8 @@ def test_a_run_that_stops_early_leaves_no_kernel_behind_not_even_the_next_steps(
     while _kernels_of(record.path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _kernels_of(record.path) == []
+    # Step 2's kernel ran nothing and said nothing: no empty log in the record.
+    assert not (record.path / "notebooks" / "02-install-module.kernel.log").exists()
 
 
 def test_a_step_whose_notebook_cannot_be_read_fails_and_leaves_no_kernel(

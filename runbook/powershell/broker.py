@@ -529,8 +529,11 @@ def _result(message: dict, request_id: int, command: str) -> Reply:
         log.warning("%s: %s", command, warning)
     if message.get("ok") is not True:
         raise reply_error(command, errors, warnings, output)
+    duration = message.get("duration_ms")
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool):
+        duration = 0.0          # as Session takes a reply without a usable one
     return Reply(id=request_id, output=output, errors=errors, warnings=warnings,
-                 duration_ms=float(message.get("duration_ms") or 0.0))
+                 duration_ms=float(duration))
 
 
 def _rebuild(raised: dict) -> PowerShellError:

@@ -564,8 +564,9 @@ class Session:
         try:
             with paused_gc():
                 return json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise self._broken(child, f"a line that is not JSON ({exc.msg})",
+        except ValueError as exc:   # not JSON, or a number too long to read
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise self._broken(child, f"a line that is not JSON ({reason})",
                                line=line.rstrip("\n"), command=command) from exc
 
     def _broken(self, child: _Child, reason: str, *, line: str | None = None,
@@ -599,8 +600,8 @@ def _request_line(request_id: int, command: str,
 
 
 # The head of a reply in protocol order; "output" is where the relay stops reading.
-_REPLY_HEAD = re.compile(r'\{\s*"id"\s*:\s*(\d+)\s*,(\s*"ok"\s*:\s*(true|false)\s*,'
-                         r'\s*"output"\s*:)')
+_REPLY_HEAD = re.compile(r'\{\s*"id"\s*:\s*(0|[1-9]\d{0,17})\s*,'
+                         r'(\s*"ok"\s*:\s*(true|false)\s*,\s*"output"\s*:)')
 _TAIL_KEY = '"errors"'
 
 
