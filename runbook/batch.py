@@ -1081,6 +1081,8 @@ def _dask_connection(workers: int, scheduler: str | None) -> _DaskConnection:
     `workers` processes on 127.0.0.1; SchedulerUnreachable when none answers."""
     from dask.distributed import Client, LocalCluster
 
+    # The cluster's own start and stop chatter is no news to the engineer.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -1330,7 +1332,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="tenants at once (default 1)")
     parser.add_argument("--confirm", action="store_true",
                         help="make the changes; without it every tenant only plans")
-    parser.add_argument("--executor", choices=("local", "dask"), default="local")
+    parser.add_argument("--executor", choices=("local", "dask"), default="local",
+                        help="local: a process per tenant on this machine (default); "
+                             "dask: a task per tenant on a dask.distributed "
+                             "scheduler, or on a local cluster of --workers "
+                             "processes when --scheduler is not given")
     parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
                         help="a dask.distributed scheduler (with --executor dask)")
     parser.add_argument("--time-limit", type=_minutes, metavar="MINUTES",
