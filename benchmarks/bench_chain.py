@@ -22,10 +22,10 @@ chain's own calls and reused, all but the chain's `prepared` kernel):
   again after HOP_S (instead of 2 s), so step 5 finds its test mail at once
   and its watch for loops is as short as the tenant's trace allows.
 
-Five rounds, because a kernel now and then takes 2.5 s more to exit (it
-does not answer papermill's shutdown request and gets SIGTERM; seen with the
-empty notebooks as with the steps): the median round leaves such a moment out
-of both sides.
+Five rounds, because a kernel now and then takes 2.5 s more to exit: it is
+not gone half of jupyter_client's shutdown_wait_time after the shutdown
+request, and gets SIGTERM (seen with the empty notebooks as with the steps).
+The median round leaves such a moment out of both sides.
 
 The goal of the issue: chain / bare below 1.25. The chain's extra time is the
 runbook's work (sandbox calls, checks, record, HTML pages); the sandbox child
