@@ -231,7 +231,7 @@ def _quietly(action, *args) -> None:
     try:
         action(*args)
     except Exception as exc:  # a kernel that is gone already is what we wanted
-        log.debug("stopping a prepared kernel: %s", exc)
+        log.debug("stopping a kernel: %s", exc)
 
 
 class PreparedKernelEngine(NBClientEngine):
