@@ -60,11 +60,13 @@ import os
 import re
 import secrets
 import selectors
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -565,7 +567,14 @@ def _supervise(job: _Job, should_stop: Callable[[], bool],
     tenant_dir = Path(job.reports_dir) / job.tenant
     before = _run_folders(tenant_dir)
     started = time.monotonic()
-    process, messages = _start_tenant(job)
+    # The tenant's own temp folder: the kernels' and the session's sockets of a
+    # tenant that had to be killed go with it.
+    scratch = tempfile.mkdtemp(prefix="runbook-tenant-")
+    try:
+        process, messages = _start_tenant(job, scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     result: dict = {}
     try:
         ended_by = _follow(messages, job, started, should_stop, progress, result)
@@ -575,15 +584,16 @@ def _supervise(job: _Job, should_stop: Callable[[], bool],
         os.close(messages)
         stop_processes(process, job.token)
         _drop_lock_of(Path(job.reports_dir), job.tenant, process.pid)
+        shutil.rmtree(scratch, ignore_errors=True)
     outcome.duration_s = round(time.monotonic() - started, 2)
     _settle(outcome, ended_by, result.get("result"), process, job, tenant_dir, before)
     progress(f"{job.tenant}: {outcome.outcome} ({outcome.duration_s:.1f} s)")
     return outcome
 
 
-def _start_tenant(job: _Job) -> tuple[subprocess.Popen, int]:
+def _start_tenant(job: _Job, scratch: str) -> tuple[subprocess.Popen, int]:
     read_end, write_end = os.pipe()
-    env = dict(os.environ, **{TOKEN_ENV: job.token})
+    env = dict(os.environ, **{TOKEN_ENV: job.token, "TMPDIR": scratch})
     with open(job.log_path, "ab") as log_file:
         os.chmod(job.log_path, 0o600)
         try:
@@ -1105,12 +1115,15 @@ def _run_dask(jobs: list[_Job], workers: int, client, record, progress) -> bool:
     stop = Event(stop_name, client=client)
     queue = list(jobs)
     flying: dict = {}
+    before: dict[int, set[str]] = {}       # run folders of each tenant at submit
+    abandoned: list[_Job] = []
     interrupted = False
     given_up_at = None
     try:
         while queue or flying:
             while queue and len(flying) < workers and not interrupted:
                 job = queue.pop(0)
+                before[job.line] = _run_folders(Path(job.reports_dir) / job.tenant)
                 future = client.submit(_dask_tenant, job, stop_name, pure=False,
                                        key=f"runbook-{job.token.replace('/', '-')}")
                 flying[future] = job
@@ -1129,12 +1142,16 @@ def _run_dask(jobs: list[_Job], workers: int, client, record, progress) -> bool:
                     time.monotonic() > given_up_at or not _workers_left(client)):
                 # A terminal's Ctrl-C reaches a local cluster's workers too: their
                 # tasks never report. What they ran is stopped by _sweep below.
-                _abandon(flying, record, progress)
+                abandoned.extend(flying.values())
                 client.cancel(list(flying))
                 flying.clear()
     finally:
         stop.set()
         _sweep(jobs)
+    for job in abandoned:     # their processes are gone now: close their records
+        outcome = _abandoned(job, before.get(job.line, set()))
+        progress(f"{outcome.tenant}: {outcome.outcome}")
+        record(outcome)
     return interrupted
 
 
@@ -1145,13 +1162,21 @@ def _workers_left(client) -> bool:
         return False
 
 
-def _abandon(flying: dict, record, progress) -> None:
-    for job in flying.values():
-        outcome = TenantOutcome(job.line, job.tenant, INTERRUPTED, log=job.log_path,
-                                detail="stopped; its Dask worker was gone or did "
-                                       "not report back")
-        progress(f"{outcome.tenant}: {outcome.outcome}")
-        record(outcome)
+def _abandoned(job: _Job, before: set[str]) -> TenantOutcome:
+    """The outcome of a tenant whose Dask task never reported, its record closed
+    as the supervisor would have closed it."""
+    outcome = TenantOutcome(job.line, job.tenant, INTERRUPTED, log=job.log_path,
+                            detail="stopped; its Dask worker was gone or did not "
+                                   "report back")
+    tenant_dir = Path(job.reports_dir) / job.tenant
+    new = sorted(_run_folders(tenant_dir) - before)
+    if new:
+        outcome.run_dir = str(tenant_dir / new[-1])
+        _close_abandoned(Path(outcome.run_dir), outcome)
+        outcome.verified, problem = _verify(Path(outcome.run_dir))
+        if problem:
+            outcome.detail = f"{outcome.detail}; record: {problem}"
+    return outcome
 
 
 def _finished(wait, flying: dict) -> set:

@@ -288,8 +288,8 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
             status = _run_step(record, p, ROLLBACK, progress,
                                extra={"source_run": str(source.path)})
         except KeyboardInterrupt:
-            _cancel(record, progress, f"`runbook rollback {source.path}` again "
-                    "finishes the undo")
+            _cancel(record, progress, f"`runbook rollback {source.path} --confirm` "
+                    "again finishes the undo")
             raise
         outcome = status if status == "failed" or confirm else "planned"
         _seal(record, outcome)

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -412,6 +413,9 @@ def mixed_batch(tmp_path_factory):
     lines = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RUNBOOK_NOTEBOOKS", str(notebooks))
+        # Where the tenants' own temp folders go (see test_..._temp_folders_...).
+        (folder / "tmp").mkdir()
+        patch.setattr(tempfile, "tempdir", str(folder / "tmp"))
         with acquire_tenant_lock(reports, "busy1") as lock:
             lock.attach(reports / "busy1" / "20261204T090000Z-0000")
             started = time.monotonic()
@@ -470,6 +474,14 @@ def test_tenant_past_its_time_limit_is_stopped_and_its_record_closed(mixed_batch
     assert run["steps"][1]["error"]["ename"] == "timed-out"
     assert audit.verify(Path(hang.run_dir)).ok
     assert elapsed < 30          # the others did not wait for it
+
+
+def test_killed_tenants_leave_no_temp_folders_behind(mixed_batch):
+    # hang1 and crash1 were killed with their kernels and sandbox: the sockets
+    # and connection files they made went with each tenant's own temp folder.
+    result, outcomes, _, _ = mixed_batch
+    assert outcomes["hang1"].outcome == "timed-out"
+    assert list((Path(result.path).parents[1].parent / "tmp").iterdir()) == []
 
 
 @pytest.mark.slow
@@ -914,6 +926,20 @@ def test_a_stopped_dask_batch_whose_workers_are_gone_gives_up_at_once(monkeypatc
                        f"token-{name}", 60.0)
             for line, name in ((2, "contoso"), (3, "fabrikam"), (4, "proseware"))]
     recorded, said, client = [], [], Client()
+    # contoso's task had begun its run when its worker died: the runner closes
+    # that record as the supervisor would have.
+    real_submit = client.submit
+
+    def submit(fn, job, stop_name, pure, key):
+        if job.tenant == "contoso":
+            started = audit.RunRecord.create(tmp_path, "contoso",
+                                             parameters={"tenant": "contoso"},
+                                             backend="sandbox")
+            started.step_started("01-prerequisites",
+                                 "notebooks/01-prerequisites.ipynb")
+        return real_submit(fn, job, stop_name, pure, key)
+
+    client.submit = submit
     assert batch._run_dask(jobs, 2, client, recorded.append, said.append) is True
     assert looks == [["runbook-token-contoso", "runbook-token-fabrikam"]]
     assert [(o.line, o.tenant, o.outcome, o.detail) for o in recorded] == [
@@ -921,6 +947,10 @@ def test_a_stopped_dask_batch_whose_workers_are_gone_gives_up_at_once(monkeypatc
          "stopped; its Dask worker was gone or did not report back"),
         (3, "fabrikam", "interrupted",
          "stopped; its Dask worker was gone or did not report back")]
+    [run_dir] = (tmp_path / "contoso").iterdir()
+    assert (recorded[0].run_dir, recorded[0].verified) == (str(run_dir), True)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "cancelled"
+    assert recorded[1].run_dir is None
     assert client.cancelled == ["runbook-token-contoso", "runbook-token-fabrikam"]
     assert said == ["interrupted: stopping every running tenant ...",
                     "contoso: interrupted", "fabrikam: interrupted"]

@@ -126,8 +126,8 @@ def test_a_stopped_rollback_is_not_resumed_but_rolled_back_again(make_tenant, re
     monkeypatch.setattr(chain, "_run_step", real_step)
     [stopped] = [p for p in (reports / "contoso").iterdir()
                  if p.is_dir() and p != run.path]
-    assert said == [f"run cancelled: {stopped} (`runbook rollback {run.path}` again "
-                    "finishes the undo)"]
+    assert said == [f"run cancelled: {stopped} (`runbook rollback {run.path} "
+                    "--confirm` again finishes the undo)"]
     with pytest.raises(chain.NothingToResume) as refused:
         chain.resume(stopped, progress=lambda *_: None)
     assert str(refused.value) == (
