@@ -1095,8 +1095,10 @@ def _dask_connection(workers: int, scheduler: str | None) -> _DaskConnection:
     logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                   processes=True, host="127.0.0.1",
+                                   dashboard_address=None)
     try:
         client = Client(cluster if cluster is not None else scheduler,
                         timeout=SCHEDULER_TIMEOUT_S)
@@ -1105,6 +1107,22 @@ def _dask_connection(workers: int, scheduler: str | None) -> _DaskConnection:
             cluster.close()
         raise SchedulerUnreachable(scheduler or "the local cluster", str(exc)) from exc
     return _DaskConnection(client, cluster)
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """SIGINT ignored while the local cluster's processes start, so they keep
+    ignoring it: a terminal's Ctrl-C reaches the whole process group, and the
+    workers must live to stop their tenants and close their records, as the
+    batch tells them to (its stop event), not die with a traceback each."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_dask(jobs: list[_Job], workers: int, client, record, progress) -> bool:

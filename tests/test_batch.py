@@ -954,3 +954,16 @@ def test_a_stopped_dask_batch_whose_workers_are_gone_gives_up_at_once(monkeypatc
     assert client.cancelled == ["runbook-token-contoso", "runbook-token-fabrikam"]
     assert said == ["interrupted: stopping every running tenant ...",
                     "contoso: interrupted", "fabrikam: interrupted"]
+
+
+def test_a_local_clusters_processes_start_with_ctrl_c_ignored_and_the_batch_keeps_it():
+    # Started while SIGINT is ignored, the workers keep ignoring it (POSIX keeps
+    # an ignored signal across exec, and Python leaves it so): a terminal's
+    # Ctrl-C then stops the batch through its stop event, not by killing them.
+    with batch._workers_ignore_ctrl_c():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        child = subprocess.run([sys.executable, "-c", "import signal; print("
+                                "signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"],
+                               capture_output=True, text=True, timeout=30)
+    assert child.stdout == "True\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
