@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +39,13 @@ def entry() -> int:
     (Exchange Online's among them, "Import-Module: You do not trust ...")."""
     logging.basicConfig(level=logging.WARNING,
                         format="runbook: %(levelname)s: %(message)s")
-    return main()
+    try:
+        return main()
+    except BrokenPipeError:
+        # The reader went away (`runbook audit verify … | head -1`): what it
+        # wanted it has; nothing is left to say, and nowhere to say it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

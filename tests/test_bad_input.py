@@ -476,3 +476,21 @@ def test_a_file_that_is_no_sandbox_state_is_refused_before_a_run_folder(
         "state file (`runbook sandbox new SCENARIO FILE`); this one is not JSON "
         "(Expecting value, line 1)\n")
     assert not reports.exists()
+
+
+def test_a_reader_that_goes_away_early_gets_no_traceback(tmp_path):
+    # `runbook ... | head -1`: the pipe closes before everything is written.
+    import subprocess
+    import sys as _sys
+
+    script = ("import sys; from runbook import cli\n"
+              "def noisy(argv=None):\n"
+              "    for _ in range(100000):\n"
+              "        print('intact: 49 events, 18 files')\n"
+              "    return 0\n"
+              "cli.main = noisy\n"
+              "sys.exit(cli.entry())\n")
+    done = subprocess.run(f"{_sys.executable} -c \"{script}\" | head -1", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout == "intact: 49 events, 18 files\n"
+    assert done.stderr == ""
