@@ -767,12 +767,20 @@ class RunRecord:
         page that fails to render is recorded as an event and the record is
         sealed anyway: evidence left unsealed is worth less than a missing
         summary page. The report's own failure is raised after sealing.
-        """
-        from runbook import report  # report reads records; import late, no cycle
 
+        A Ctrl-C meanwhile waits for the seal (`runbook.interrupts`): run.json
+        saying the run ended with no seal behind it is a record `verify`
+        fails and `resume` refuses.
+        """
         if status not in RUN_STATUSES:
             raise ValueError(f"run status {status!r} is not one of "
                              f"{', '.join(RUN_STATUSES)}")
+        with interrupts.held():
+            return self._finish(status)
+
+    def _finish(self, status: str) -> Path:
+        from runbook import report  # report reads records; import late, no cycle
+
         with self._locked():
             self._update_run_locked({"status": status, "ended_at": iso(utc_now()),
                                      "versions": self._versions_at_the_end()})

@@ -33,7 +33,7 @@ import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
-from runbook import audit, interrupts, notebook
+from runbook import audit, notebook
 from runbook import params as params_mod
 from runbook.audit import NotARunFolder, RunRecord
 from runbook.batch import acquire_tenant_lock
@@ -138,20 +138,9 @@ def _execute(record: RunRecord, p: params_mod.RunParameters, steps, progress) ->
     except KeyboardInterrupt:
         _cancel(record, progress)
         raise
-    _seal(record, outcome)
+    record.finish(outcome)
     progress(f"run {outcome}: {record.path}")
     return record
-
-
-def _seal(record: RunRecord, status: str) -> None:
-    """`record.finish(status)` with Ctrl-C held back until the seal is written.
-
-    Finishing takes a moment (the last pages, the report, the manifest); a
-    Ctrl-C in the middle would leave run.json saying the run ended and no
-    seal, a record `verify` fails and `resume` refuses.
-    """
-    with interrupts.held():
-        record.finish(status)
 
 
 def step_environment(record: RunRecord, step: str,
@@ -253,7 +242,7 @@ def _cancel(record: RunRecord, progress, then: str = "`runbook resume` continues
     cancelled, so that `audit verify` checks it and `resume` continues it."""
     _fail_running(record, "KeyboardInterrupt", "stopped by the operator (Ctrl-C)")
     try:
-        _seal(record, "cancelled")
+        record.finish("cancelled")
     except KeyboardInterrupt:
         pass        # a second Ctrl-C: the run is being cancelled already
     progress(f"run cancelled: {record.path} ({then})")
@@ -292,7 +281,7 @@ def rollback(run_dir: Path, *, confirm: bool, reports_dir: Path | None = None,
                     "again finishes the undo")
             raise
         outcome = status if status == "failed" or confirm else "planned"
-        _seal(record, outcome)
+        record.finish(outcome)
     progress(f"rollback {outcome}: {record.path}")
     return record
 
