@@ -665,9 +665,7 @@ def _settle(outcome: TenantOutcome, ended_by: str, result: dict | None,
             process: subprocess.Popen, job: _Job, tenant_dir: Path,
             before: set[str]) -> None:
     """Turn how the tenant ended into its outcome, and close its record."""
-    new = sorted(_run_folders(tenant_dir) - before)
-    outcome.run_dir = (result or {}).get("run_dir") or (
-        str(tenant_dir / new[-1]) if new else None)
+    outcome.run_dir = (result or {}).get("run_dir") or _newest_run(tenant_dir, before)
     if result is not None:
         outcome.outcome = result["outcome"]
         outcome.detail = result.get("detail", "")
@@ -680,12 +678,25 @@ def _settle(outcome: TenantOutcome, ended_by: str, result: dict | None,
     else:
         outcome.outcome = CRASHED
         outcome.detail = f"the tenant process ended without a result ({_exit(process)})"
-    if outcome.run_dir:
-        if result is None:
-            _close_abandoned(Path(outcome.run_dir), outcome)
-        outcome.verified, problem = _verify(Path(outcome.run_dir))
-        if problem:
-            outcome.detail = f"{outcome.detail}; record: {problem}".lstrip("; ")
+    _check_record(outcome, close=result is None)
+
+
+def _newest_run(tenant_dir: Path, before: set[str]) -> str | None:
+    """The run folder the tenant made since `before` was listed, if any."""
+    new = sorted(_run_folders(tenant_dir) - before)
+    return str(tenant_dir / new[-1]) if new else None
+
+
+def _check_record(outcome: TenantOutcome, *, close: bool) -> None:
+    """Close the outcome's record where the tenant could not (`close`), then
+    verify it; a problem is added to the detail."""
+    if not outcome.run_dir:
+        return
+    if close:
+        _close_abandoned(Path(outcome.run_dir), outcome)
+    outcome.verified, problem = _verify(Path(outcome.run_dir))
+    if problem:
+        outcome.detail = f"{outcome.detail}; record: {problem}".lstrip("; ")
 
 
 def _exit(process: subprocess.Popen) -> str:
@@ -1186,14 +1197,8 @@ def _abandoned(job: _Job, before: set[str]) -> TenantOutcome:
     outcome = TenantOutcome(job.line, job.tenant, INTERRUPTED, log=job.log_path,
                             detail="stopped; its Dask worker was gone or did not "
                                    "report back")
-    tenant_dir = Path(job.reports_dir) / job.tenant
-    new = sorted(_run_folders(tenant_dir) - before)
-    if new:
-        outcome.run_dir = str(tenant_dir / new[-1])
-        _close_abandoned(Path(outcome.run_dir), outcome)
-        outcome.verified, problem = _verify(Path(outcome.run_dir))
-        if problem:
-            outcome.detail = f"{outcome.detail}; record: {problem}"
+    outcome.run_dir = _newest_run(Path(job.reports_dir) / job.tenant, before)
+    _check_record(outcome, close=True)
     return outcome
 
 
