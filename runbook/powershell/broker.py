@@ -68,7 +68,7 @@ from . import errors as errors_mod
 from .errors import PowerShellError, ProtocolError
 from .errors import SessionTimeout, reply_error
 from .records import paused_gc
-from .session import Relayed, Reply, Session, _well_formed
+from .session import Relayed, Reply, Session, _well_formed, reply_duration
 
 log = logging.getLogger(__name__)
 
@@ -529,11 +529,8 @@ def _result(message: dict, request_id: int, command: str) -> Reply:
         log.warning("%s: %s", command, warning)
     if message.get("ok") is not True:
         raise reply_error(command, errors, warnings, output)
-    duration = message.get("duration_ms")
-    if not isinstance(duration, (int, float)) or isinstance(duration, bool):
-        duration = 0.0          # as Session takes a reply without a usable one
     return Reply(id=request_id, output=output, errors=errors, warnings=warnings,
-                 duration_ms=float(duration))
+                 duration_ms=reply_duration(message, 0.0))
 
 
 def _rebuild(raised: dict) -> PowerShellError:

@@ -641,13 +641,19 @@ def _well_formed(message: dict) -> bool:
             and isinstance(message.get("warnings", []), list))
 
 
-def _reply(message: dict, request_id: int, started: float) -> Reply:
+def reply_duration(message: dict, otherwise: float) -> float:
+    """The child's own `duration_ms`, or `otherwise` where it gave no number."""
     duration = message.get("duration_ms")
     if not isinstance(duration, (int, float)) or isinstance(duration, bool):
-        duration = (time.monotonic() - started) * 1000
+        return otherwise
+    return float(duration)
+
+
+def _reply(message: dict, request_id: int, started: float) -> Reply:
+    duration = reply_duration(message, (time.monotonic() - started) * 1000)
     errors = message.get("errors") or []
     return Reply(id=request_id, output=message["output"],
                  errors=[e if isinstance(e, dict) else {"message": str(e)}
                          for e in errors],
                  warnings=[str(w) for w in message.get("warnings") or []],
-                 duration_ms=float(duration))
+                 duration_ms=duration)
